@@ -1,0 +1,174 @@
+r"""Exponential tilting in log space.
+
+For losses :math:`L_1..L_n` of perturbed parameters and a tilt :math:`t \ge 0`:
+
+* tilted weights (paper Def. 1, normalised over the sample):
+  :math:`w_j = e^{tL_j} / \sum_k e^{tL_k} = \mathrm{softmax}(tL)_j`;
+* tilted objective (paper Eq. 3, Monte-Carlo form):
+  :math:`L^t = \frac1t \log \frac1n \sum_j e^{tL_j}` (log-mean-exp);
+* t-weighted mean and variance (paper Def. 2): :math:`\sum_j w_j L_j` and
+  :math:`\sum_j w_j L_j^2 - (\sum_j w_j L_j)^2`;
+* t-sharpness (paper Def. 3): the t-weighted variance.  ``tilted_gap`` gives the other common
+  reading, :math:`L^t(\theta) - L(\theta)` (used in SPEC.md); both are exposed.
+
+Limits: ``t = 0`` gives equal weights exactly and the plain mean; ``t = inf`` gives the argmax
+(ties share the weight equally) and the max.  Every exponential is taken of ``t * (L - max L)``,
+which is ``<= 0``, so ``t * L = 1e5`` (or ``t = 1e30``) never overflows.
+
+The Monte-Carlo log-mean-exp is biased low for finite ``n`` (Jensen); callers report ``n``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tiltedsam._validation import check_tilt
+
+__all__ = [
+    "TiltedAccumulator",
+    "effective_sample_size",
+    "t_sharpness",
+    "tilted_gap",
+    "tilted_mean",
+    "tilted_objective",
+    "tilted_variance",
+    "tilted_weights",
+]
+
+
+def _as_losses(losses: Tensor | list[float]) -> Tensor:
+    values = torch.as_tensor(losses)
+    if not values.is_floating_point():
+        values = values.to(torch.get_default_dtype())
+    if values.ndim == 0 or values.shape[-1] == 0:
+        raise ValueError(f"losses must hold at least one value on the last dim, got {values.shape}")
+    return values
+
+
+def tilted_weights(losses: Tensor | list[float], t: float) -> Tensor:
+    r"""Weights :math:`\mathrm{softmax}(tL)` along the last dim, computed as ``softmax(t(L - max L))``."""
+    t = check_tilt(t)
+    losses = _as_losses(losses)
+    if t == 0.0:
+        return torch.full_like(losses, 1.0 / losses.shape[-1])
+    top = losses.amax(dim=-1, keepdim=True)
+    if math.isinf(t):
+        is_top = (losses == top).to(losses.dtype)
+        return is_top / is_top.sum(dim=-1, keepdim=True)
+    return torch.softmax(t * (losses - top), dim=-1)
+
+
+def tilted_objective(losses: Tensor | list[float], t: float) -> Tensor:
+    r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j}` along the last dim; mean at t=0, max at t=inf."""
+    t = check_tilt(t)
+    losses = _as_losses(losses)
+    if t == 0.0:
+        return losses.mean(dim=-1)
+    top = losses.amax(dim=-1)
+    if math.isinf(t):
+        return top
+    n = losses.shape[-1]
+    shifted = torch.logsumexp(t * (losses - top.unsqueeze(-1)), dim=-1) - math.log(n)
+    return top + shifted / t
+
+
+def tilted_mean(losses: Tensor | list[float], t: float) -> Tensor:
+    r"""t-weighted mean :math:`\sum_j w_j L_j` (paper Def. 2)."""
+    losses = _as_losses(losses)
+    return (tilted_weights(losses, t) * losses).sum(dim=-1)
+
+
+def tilted_variance(losses: Tensor | list[float], t: float) -> Tensor:
+    r"""t-weighted variance :math:`\sum_j w_j (L_j - \bar L_t)^2` (paper Def. 2)."""
+    losses = _as_losses(losses)
+    weights = tilted_weights(losses, t)
+    mean = (weights * losses).sum(dim=-1, keepdim=True)
+    return (weights * (losses - mean) ** 2).sum(dim=-1)
+
+
+def t_sharpness(losses: Tensor | list[float], t: float) -> Tensor:
+    """t-sharpness as in paper Def. 3: the t-weighted variance of the perturbed losses."""
+    return tilted_variance(losses, t)
+
+
+def tilted_gap(losses: Tensor | list[float], clean_loss: Tensor | float, t: float) -> Tensor:
+    r""":math:`L^t(\theta) - L(\theta)`: how much the tilted neighbourhood loss exceeds the loss at θ."""
+    objective = tilted_objective(losses, t)
+    return objective - torch.as_tensor(clean_loss, dtype=objective.dtype)
+
+
+def effective_sample_size(weights: Tensor) -> Tensor:
+    r"""Kish effective sample size :math:`1/\sum_j w_j^2` of normalised weights (last dim)."""
+    return 1.0 / (weights**2).sum(dim=-1)
+
+
+class TiltedAccumulator:
+    r"""Streaming :math:`\sum_j \mathrm{softmax}(tL)_j\, g_j` that folds in one (loss, gradient) pair at a time.
+
+    ``buffers`` (optional, shaped like ``grads``) receive the running sum, so a caller can reuse
+    preallocated memory across steps.
+
+    Keeps the running max :math:`m` of the losses, :math:`S = \sum_j e^{t(L_j - m)}` and the
+    gradient buffers :math:`A = \sum_j e^{t(L_j - m)} g_j`; when a new loss raises the max to
+    :math:`m'`, the old terms are rescaled by :math:`e^{t(m - m')}`.  Memory is one gradient-sized
+    buffer, independent of the number of samples.  All arithmetic stays on the device: no
+    host synchronisation.
+
+    With ``t = inf`` the factor :math:`e^{t x}` (``x <= 0``) becomes the indicator ``x == 0``,
+    so ``A / S`` is the mean gradient over the samples that tie for the largest loss.
+    """
+
+    def __init__(self, t: float, buffers: list[Tensor] | None = None) -> None:
+        self.t = check_tilt(t)
+        self._buffers = buffers
+        self.num_samples = 0
+        self._max: Tensor | None = None
+        self._norm: Tensor | None = None
+        self._sum: list[Tensor] | None = None
+        self.losses: list[Tensor] = []
+
+    def _factor(self, diff: Tensor) -> Tensor:
+        """``exp(t * diff)`` for ``diff <= 0``; exact 1 at t=0, indicator at t=inf."""
+        if math.isinf(self.t):
+            return (diff == 0).to(diff.dtype)
+        return torch.exp(self.t * diff)
+
+    @torch.no_grad()
+    def add(self, loss: Tensor, grads: list[Tensor]) -> None:
+        """Fold in one perturbed loss and its gradients.  ``grads`` are scaled in place."""
+        loss = loss.detach().to(torch.float64 if loss.dtype == torch.float64 else torch.float32)
+        self.losses.append(loss)
+        self.num_samples += 1
+        if self._max is None:
+            self._max = loss.clone()
+            self._norm = torch.ones_like(loss)
+            if self._buffers is None:
+                self._sum = [g.clone() for g in grads]
+            else:
+                torch._foreach_copy_(self._buffers, grads)
+                self._sum = self._buffers
+            return
+        new_max = torch.maximum(self._max, loss)
+        old_scale = self._factor(self._max - new_max)
+        new_scale = self._factor(loss - new_max)
+        self._norm = self._norm * old_scale + new_scale
+        torch._foreach_mul_(self._sum, old_scale)
+        torch._foreach_mul_(grads, new_scale)
+        torch._foreach_add_(self._sum, grads)
+        self._max = new_max
+
+    @torch.no_grad()
+    def result(self) -> list[Tensor]:
+        r"""The tilted average :math:`A/S` of the gradients folded in so far."""
+        if self._sum is None:
+            raise RuntimeError("TiltedAccumulator.result() called before any add()")
+        inv = 1.0 / self._norm
+        torch._foreach_mul_(self._sum, inv)
+        self._norm = torch.ones_like(self._norm)
+        return self._sum
+
+    def stacked_losses(self) -> Tensor:
+        return torch.stack(self.losses)

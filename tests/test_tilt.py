@@ -1,0 +1,124 @@
+"""Tilt math against brute-force float64 formulas."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tiltedsam.tilt import (
+    TiltedAccumulator,
+    effective_sample_size,
+    t_sharpness,
+    tilted_gap,
+    tilted_mean,
+    tilted_objective,
+    tilted_variance,
+    tilted_weights,
+)
+
+LOSSES = torch.tensor([0.3, 1.7, 0.9, 1.2, 0.05], dtype=torch.float64)
+
+
+def brute_weights(losses, t):
+    e = np.exp(t * np.asarray(losses, dtype=np.float64))
+    return e / e.sum()
+
+
+@pytest.mark.parametrize("t", [0.1, 1.0, 5.0, 20.0])
+def test_weights_match_direct_exponentials(t):
+    np.testing.assert_allclose(tilted_weights(LOSSES, t).numpy(), brute_weights(LOSSES, t), 1e-13)
+
+
+def test_t_zero_gives_exactly_equal_weights_and_the_mean():
+    w = tilted_weights(LOSSES, 0.0)
+    assert torch.equal(w, torch.full_like(LOSSES, 0.2))
+    assert tilted_objective(LOSSES, 0.0) == LOSSES.mean()
+
+
+def test_small_t_is_mean_plus_half_t_variance():
+    t = 1e-4
+    expected = LOSSES.mean() + t / 2 * LOSSES.var(unbiased=False)
+    assert abs(float(tilted_objective(LOSSES, t) - expected)) < 1e-9
+
+
+def test_t_inf_gives_argmax_and_splits_ties():
+    assert torch.equal(tilted_weights(LOSSES, math.inf), torch.tensor([0, 1.0, 0, 0, 0]).double())
+    tied = torch.tensor([1.0, 3.0, 3.0, 2.0], dtype=torch.float64)
+    assert torch.equal(tilted_weights(tied, math.inf), torch.tensor([0, 0.5, 0.5, 0]).double())
+    assert tilted_objective(tied, math.inf) == 3.0
+
+
+def test_large_t_approaches_max():
+    assert abs(float(tilted_objective(LOSSES, 1e6)) - 1.7) < 1e-5
+
+
+def test_objective_matches_log_mean_exp_and_is_monotone_in_t():
+    for t in [0.5, 2.0, 10.0]:
+        direct = math.log(np.mean(np.exp(t * LOSSES.numpy()))) / t
+        assert abs(float(tilted_objective(LOSSES, t)) - direct) < 1e-12
+    values = [float(tilted_objective(LOSSES, t)) for t in [0, 0.5, 1, 5, 20, 100, math.inf]]
+    assert all(a <= b + 1e-15 for a, b in itertools.pairwise(values))
+
+
+def test_no_overflow_for_huge_tilted_losses():
+    losses = torch.tensor([1e4, 1e4 - 1.0, 0.0], dtype=torch.float32)
+    w = tilted_weights(losses, 10.0)  # t*L = 1e5: exp would overflow float32 and float64
+    assert torch.isfinite(w).all()
+    assert abs(float(w[0]) - 1 / (1 + math.exp(-10))) < 1e-6
+    assert (
+        abs(float(tilted_objective(losses, 10.0)) - (1e4 + math.log((1 + math.exp(-10)) / 3) / 10))
+        < 1e-2
+    )
+
+
+def test_weighted_mean_variance_match_definition_2():
+    for t in [0.0, 1.0, 3.0]:
+        w = brute_weights(LOSSES, t)
+        mean = float((w * LOSSES.numpy()).sum())
+        var = float((w * LOSSES.numpy() ** 2).sum()) - mean**2
+        assert abs(float(tilted_mean(LOSSES, t)) - mean) < 1e-13
+        assert abs(float(tilted_variance(LOSSES, t)) - var) < 1e-13
+        assert float(t_sharpness(LOSSES, t)) == float(tilted_variance(LOSSES, t))
+    gap = tilted_gap(LOSSES, 0.1, 2.0)
+    assert abs(float(gap) - (float(tilted_objective(LOSSES, 2.0)) - 0.1)) < 1e-15
+
+
+def test_effective_sample_size_bounds():
+    assert float(effective_sample_size(tilted_weights(LOSSES, 0.0))) == pytest.approx(5.0)
+    assert float(effective_sample_size(tilted_weights(LOSSES, math.inf))) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.7, 5.0, 50.0, 1e5, math.inf])
+def test_streaming_accumulator_equals_direct_weighted_sum(t):
+    g = torch.Generator().manual_seed(1)
+    losses = torch.tensor([0.4, 2.0, 1.1, 2.0, 0.9, 3.5, 0.2], dtype=torch.float64)
+    grads = [
+        [
+            torch.randn(4, 3, generator=g, dtype=torch.float64),
+            torch.randn(3, generator=g, dtype=torch.float64),
+        ]
+        for _ in losses
+    ]
+    acc = TiltedAccumulator(t)
+    for loss, gr in zip(losses, grads, strict=True):
+        acc.add(loss, [x.clone() for x in gr])
+    result = acc.result()
+    w = tilted_weights(losses, t)
+    for i in range(2):
+        direct = sum(w[j] * grads[j][i] for j in range(len(losses)))
+        torch.testing.assert_close(result[i], direct, rtol=1e-12, atol=1e-13)
+
+
+def test_accumulator_single_sample_is_the_gradient_bit_for_bit():
+    g = [torch.randn(5, dtype=torch.float32)]
+    acc = TiltedAccumulator(3.0)
+    acc.add(torch.tensor(0.7), [g[0].clone()])
+    assert torch.equal(acc.result()[0], g[0])
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "1", None])
+def test_bad_tilt_is_rejected_with_its_name(bad):
+    with pytest.raises((ValueError, TypeError), match="tilt"):
+        tilted_weights(LOSSES, bad)
