@@ -1,0 +1,3 @@
+from tiltedsam.cli import main
+
+raise SystemExit(main())

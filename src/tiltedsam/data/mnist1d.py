@@ -1,0 +1,76 @@
+"""MNIST-1D (Greydanus 2020), generated offline by the ``mnist1d`` package.
+
+``mnist1d.data.make_dataset`` builds the benchmark procedurally from 10 templates (default:
+5000 samples, 4000 train / 1000 test, length 40, generation seed 42), so no download is needed.
+It reseeds NumPy's global RNG; this loader restores that state afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Train and test tensors of one data set: ``x`` as (N, C, L) float32, ``y`` as (N,) int64."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    name: str
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) == 0:
+                raise ValueError(f"{self.name}: the {split} split is empty")
+            if len(x) != len(y):
+                raise ValueError(f"{self.name}: x_{split} has {len(x)} rows but y_{split} {len(y)}")
+
+
+def load_mnist1d(
+    path: str | Path | None = None, *, num_samples: int = 5000, seed: int = 42
+) -> ArrayDataset:
+    """MNIST-1D as tensors.  With ``path``, a cached ``.npz`` there is read, or written once made."""
+    path = Path(path) if path is not None else None
+    if path is not None and path.exists():
+        with np.load(path) as arrays:
+            raw = {k: arrays[k] for k in ("x", "y", "x_test", "y_test")}
+    else:
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args()
+        args.num_samples = num_samples
+        args.seed = seed
+        state = np.random.get_state()  # noqa: NPY002 (mnist1d reseeds the global RNG)
+        try:
+            raw = make_dataset(args)
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, **{k: raw[k] for k in ("x", "y", "x_test", "y_test")})
+            tmp.replace(path)
+
+    def features(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.asarray(a, dtype=np.float32)).unsqueeze(1)
+
+    def labels(a: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.asarray(a, dtype=np.int64))
+
+    return ArrayDataset(
+        x_train=features(raw["x"]),
+        y_train=labels(raw["y"]),
+        x_test=features(raw["x_test"]),
+        y_test=labels(raw["y_test"]),
+        num_classes=10,
+        name="mnist1d",
+    )

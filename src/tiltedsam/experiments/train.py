@@ -1,0 +1,176 @@
+"""One training run: a model, a method and a seed on an in-memory data set."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tiltedsam.data.mnist1d import ArrayDataset
+from tiltedsam.experiments.methods import MethodSpec
+from tiltedsam.models import create_model
+from tiltedsam.optim import PerturbationOptimizer, create_optimizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings shared by every method in a comparison."""
+
+    model: str = "cnn1d"
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    lr_schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be an int >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be in (0, inf), got {self.lr}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(
+                f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}"
+            )
+
+
+@dataclass
+class RunResult:
+    """What a run measured.  ``wall_time`` counts training steps only, not evaluation."""
+
+    method: str
+    seed: int
+    test_accuracy: float
+    test_loss: float
+    train_loss: float
+    train_accuracy: float
+    wall_time: float
+    steps: int
+    closure_calls: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode; the mode is restored after."""
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start : start + batch_size])
+        target = y[start : start + batch_size]
+        total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(1) == target).sum())
+    model.train(was_training)
+    return total_loss / len(x), correct / len(x)
+
+
+def train_run(
+    method: MethodSpec,
+    data: ArrayDataset,
+    config: TrainConfig,
+    seed: int,
+    *,
+    progress: bool = True,
+    position: int = 0,
+) -> RunResult:
+    """Train ``config.model`` on ``data`` with ``method`` from seed ``seed``; evaluate each epoch."""
+    torch.manual_seed(seed)
+    model = create_model(
+        config.model,
+        in_channels=data.x_train.shape[1],
+        length=data.x_train.shape[-1],
+        num_classes=data.num_classes,
+    )
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    kwargs = method.kwargs()
+    if method.name == "tsam":
+        kwargs.setdefault("seed", seed)
+        if kwargs.get("tilt_schedule", "constant") != "constant":
+            kwargs.setdefault("total_steps", total_steps)
+    if method.name != "erm":
+        kwargs.setdefault("model", model)
+    optimizer = create_optimizer(
+        method.name,
+        model.parameters(),
+        base="sgd",
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        **kwargs,
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        if config.lr_schedule == "cosine"
+        else None
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    order = torch.Generator().manual_seed(seed)
+    history: list[dict[str, float]] = []
+    wall = 0.0
+    bar = tqdm(
+        total=total_steps,
+        desc=f"{method.label} seed {seed}",
+        position=position,
+        leave=False,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for epoch in range(config.epochs):
+        model.train()
+        perm = torch.randperm(len(data.x_train), generator=order)
+        step_losses = torch.zeros(())
+        start = time.perf_counter()
+        for first in range(0, len(perm), config.batch_size):
+            idx = perm[first : first + config.batch_size]
+            inputs, targets = data.x_train[idx], data.y_train[idx]
+
+            def closure(inputs=inputs, targets=targets):
+                loss = loss_fn(model(inputs), targets)
+                loss.backward()
+                return loss
+
+            optimizer.zero_grad(set_to_none=True)
+            step_losses = step_losses + optimizer.step(closure).detach()
+            if scheduler is not None:
+                scheduler.step()
+            bar.update(1)
+        wall += time.perf_counter() - start
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        record = {
+            "epoch": epoch + 1,
+            "step_loss": float(step_losses) / steps_per_epoch,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "wall_time": wall,
+        }
+        history.append(record)
+        bar.set_postfix(loss=f"{record['step_loss']:.3f}", test_acc=f"{test_acc:.3f}")
+    bar.close()
+    train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
+    calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
+    return RunResult(
+        method=method.label,
+        seed=seed,
+        test_accuracy=history[-1]["test_accuracy"],
+        test_loss=history[-1]["test_loss"],
+        train_loss=train_loss,
+        train_accuracy=train_acc,
+        wall_time=wall,
+        steps=total_steps,
+        closure_calls=calls,
+        history=history,
+    )
