@@ -401,3 +401,15 @@ def test_create_optimizer_registry():
         create_optimizer("adahessian", model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="base"):
         create_optimizer("sam", model.parameters(), base="lion", lr=0.1)
+
+
+@pytest.mark.parametrize("s", [1, 8])
+def test_extra_memory_is_independent_of_num_samples(s):
+    x, y = make_regression(dtype=torch.float32)
+    model = make_mlp(dtype=torch.float32)
+    opt = TSAM(model.parameters(), torch.optim.SGD, num_samples=s, lr=0.1)
+    opt.step(closure_for(model, x, y))
+    assert opt.extra_buffers == 2  # saved θ and the running tilted sum
+    hmc = TSAM(model.parameters(), torch.optim.SGD, num_samples=s, sampler="hmc", lr=0.1)
+    hmc.step(closure_for(model, x, y))
+    assert hmc.extra_buffers == 3  # plus the momentum

@@ -1,6 +1,17 @@
 """tiltedsam: Tilted Sharpness-Aware Minimization (TSAM) and SAM-family optimizers for PyTorch."""
 
-from tiltedsam.optim import SAM, TSAM, PerturbationOptimizer, create_optimizer
+from tiltedsam.optim import (
+    ESAM2,
+    PGN,
+    RSAM,
+    SAM,
+    TSAM,
+    DetSAM,
+    FrobSAM,
+    PerturbationOptimizer,
+    TraceSAM,
+    create_optimizer,
+)
 from tiltedsam.samplers import AscentSampler, HMCSampler, UniformSampler
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import (
@@ -17,13 +28,19 @@ from tiltedsam.tilt import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ESAM2",
+    "PGN",
+    "RSAM",
     "SAM",
     "TSAM",
     "AscentSampler",
+    "DetSAM",
+    "FrobSAM",
     "HMCSampler",
     "PerturbationOptimizer",
     "TiltSchedule",
     "TiltedAccumulator",
+    "TraceSAM",
     "UniformSampler",
     "create_optimizer",
     "effective_sample_size",

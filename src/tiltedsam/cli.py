@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser(
         "compare",
         help="train ERM / SAM / TSAM (or any method specs) and write a table and plots",
-        description="Method specs look like erm, sam:rho=0.1, tsam:tilt=20,num_samples=5.",
+        description="Method specs look like erm, sam:rho=0.1, tsam:tilt=20,num_samples=5, "
+        "esam2:rhos=0.025/0.05/0.1; 'all' runs every registered method with its defaults.",
     )
     cmp.add_argument("--methods", nargs="+", default=["erm", "sam", "tsam"])
     cmp.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2")

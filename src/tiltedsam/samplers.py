@@ -62,6 +62,28 @@ def add_noise(opt: PerturbationOptimizer, radius_key: str, kind: str) -> None:
 
 
 @torch.no_grad()
+def add_iid_noise(opt: PerturbationOptimizer, scales: list[float], kind: str = "normal") -> None:
+    """Set each trainable ``p`` to ``θ + c·z`` with iid coordinates z ~ N(0, 1) (``"normal"``)
+    or z ~ U[−1, 1] (``"cube"``); c = ``scales[k]`` for the k-th param group (as in
+    ``opt._group_views()``); no rescaling by a global norm.
+    """
+    theta = opt._buffer("theta")
+    start = 0
+    for (_, ps), scale in zip(opt._group_views(), scales, strict=True):
+        block = theta[start : start + len(ps)]
+        start += len(ps)
+        if scale == 0.0:
+            continue  # the parameters already hold θ
+        for p in ps:
+            if kind == "normal":
+                p.normal_(generator=opt.generator)
+            else:
+                p.uniform_(-1.0, 1.0, generator=opt.generator)
+        torch._foreach_mul_(ps, scale)
+        torch._foreach_add_(ps, block)
+
+
+@torch.no_grad()
 def ascend(opt: PerturbationOptimizer, grads: list[Tensor], radius_key: str = "rho") -> None:
     r"""``p += ρ_g · g / ‖g‖`` (global norm over all groups); ``grads`` are scaled in place."""
     norm = global_norm(grads)

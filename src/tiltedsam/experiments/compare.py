@@ -12,7 +12,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tiltedsam.data.mnist1d import ArrayDataset, load_mnist1d
-from tiltedsam.experiments.methods import parse_method
+from tiltedsam.experiments.methods import expand_methods, parse_method
 from tiltedsam.experiments.report import plot_accuracy, summary_table
 from tiltedsam.experiments.store import load_finished, run_dir, write_json_atomic
 from tiltedsam.experiments.train import TrainConfig, train_run
@@ -46,7 +46,7 @@ def compare(
     and ``accuracy.png``.  ``data`` replaces the named data set (e.g. data made by a test).
     """
     config = config or TrainConfig()
-    specs = [parse_method(m) for m in methods]
+    specs = [parse_method(m) for m in expand_methods(list(methods))]
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"methods must be distinct, got {labels}")

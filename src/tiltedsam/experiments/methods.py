@@ -15,11 +15,35 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "erm": {},
     "sam": {"rho": 0.05},
     "asam": {"rho": 0.5},
+    # ESAM1 = SAM trained `budget` times as many epochs: with TSAM's default s = 3 (ascent,
+    # 2s = 6 passes per step) against SAM's 2, budget 3 equalises forward/backward passes.
+    "esam1": {"rho": 0.05, "budget": 3},
+    "esam2": {"rhos": (0.025, 0.05, 0.1)},
+    "pgn": {"rho": 0.05, "alpha": 0.5},
+    "rsam": {"rho": 0.05, "sigma": 1e-3, "lam": 2.0},
+    "tracesam": {"rho": 0.01, "lam": 1.0, "num_samples": 1},
+    "frobsam": {"rho": 0.005, "lam": 0.005, "num_samples": 2},
+    "detsam": {"rho": 1.0, "lam": 1.0, "num_samples": 1, "half_cube": 0.01},
     "tsam": {"tilt": 1.0, "num_samples": 3, "rho": 0.05, "noise_radius": 1.0, "sampler": "ascent"},
+    # Naive TSAM (paper Fig. 8): uniform samples in the radius-1 ball, s = 6 (TSAM's 6 passes).
+    "tsam-naive": {"tilt": 1.0, "num_samples": 6, "rho": 1.0},
 }
+
+# Methods that draw random perturbations: the run's seed also seeds their generator.
+SEEDED = {"rsam", "tracesam", "frobsam", "detsam", "tsam", "tsam-naive"}
+
+
+def expand_methods(methods: list[str]) -> list[str]:
+    """``all`` stands for every registered method with its defaults."""
+    out: list[str] = []
+    for m in methods:
+        out.extend(METHOD_DEFAULTS if m == "all" else [m])
+    return out
 
 
 def _parse_value(text: str) -> Any:
+    if "/" in text:  # a list, e.g. rhos=0.025/0.05/0.1
+        return tuple(_parse_value(part) for part in text.split("/"))
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tiltedsam.data.mnist1d import ArrayDataset
-from tiltedsam.experiments.methods import MethodSpec
+from tiltedsam.experiments.methods import SEEDED, MethodSpec
 from tiltedsam.models import create_model
 from tiltedsam.optim import PerturbationOptimizer, create_optimizer
 
@@ -94,11 +94,18 @@ def train_run(
         length=data.x_train.shape[-1],
         num_classes=data.num_classes,
     )
-    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
     kwargs = method.kwargs()
-    if method.name == "tsam":
+    epochs = config.epochs
+    if method.name == "esam1":
+        budget = kwargs.pop("budget")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"esam1 budget must be an int >= 1, got {budget!r}")
+        epochs *= budget
+    steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
+    total_steps = steps_per_epoch * epochs
+    if method.name in SEEDED:
         kwargs.setdefault("seed", seed)
+    if method.name in ("tsam", "tsam-naive"):
         if kwargs.get("tilt_schedule", "constant") != "constant":
             kwargs.setdefault("total_steps", total_steps)
     if method.name != "erm":
@@ -129,7 +136,7 @@ def train_run(
         disable=not progress,
         dynamic_ncols=True,
     )
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         model.train()
         perm = torch.randperm(len(data.x_train), generator=order)
         step_losses = torch.zeros(())

@@ -1,16 +1,33 @@
-"""Optimizers and the registry ``create_optimizer(name, params, base=..., **kw)``."""
+"""Optimizers and the registry ``create_optimizer(name, params, base=..., **kw)``.
+
+| name | class | passes per step |
+|---|---|---|
+| ``erm`` | the base optimizer itself | 1 |
+| ``sam`` / ``asam`` | :class:`SAM` (``adaptive=True`` for ASAM) | 2 |
+| ``esam1`` | :class:`SAM`; the harness gives it TSAM's pass budget (``budget`` × epochs) | 2 |
+| ``esam2`` | :class:`ESAM2` | 1 + len(rhos) |
+| ``pgn`` | :class:`PGN` | 2 |
+| ``rsam`` | :class:`RSAM` | 2 |
+| ``tracesam`` / ``frobsam`` / ``detsam`` | :class:`TraceSAM` / :class:`FrobSAM` / :class:`DetSAM` | 1 + n |
+| ``tsam`` | :class:`TSAM` (ascent sampler) | 2s |
+| ``tsam-naive`` | :class:`TSAM` with ``sampler="uniform"`` (paper Fig. 8) | s |
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from tiltedsam.optim.base import PerturbationOptimizer
+from tiltedsam.optim.esam import ESAM2
+from tiltedsam.optim.pgn import PGN
+from tiltedsam.optim.rsam import RSAM
 from tiltedsam.optim.sam import SAM
 from tiltedsam.optim.tsam import TSAM, StepDiagnostics
+from tiltedsam.optim.universal import DetSAM, FrobSAM, TraceSAM
 
 BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
@@ -20,7 +37,24 @@ BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adagrad": torch.optim.Adagrad,
 }
 
-OPTIMIZERS = ("erm", "sam", "asam", "tsam")
+_Factory = Callable[..., torch.optim.Optimizer]
+
+REGISTRY: dict[str, _Factory] = {
+    "erm": lambda params, base, **kw: base(params, **kw),
+    "sam": lambda params, base, **kw: SAM(params, base, **kw),
+    "asam": lambda params, base, **kw: SAM(params, base, adaptive=True, **kw),
+    "esam1": lambda params, base, **kw: SAM(params, base, **kw),
+    "esam2": lambda params, base, **kw: ESAM2(params, base, **kw),
+    "pgn": lambda params, base, **kw: PGN(params, base, **kw),
+    "rsam": lambda params, base, **kw: RSAM(params, base, **kw),
+    "tracesam": lambda params, base, **kw: TraceSAM(params, base, **kw),
+    "frobsam": lambda params, base, **kw: FrobSAM(params, base, **kw),
+    "detsam": lambda params, base, **kw: DetSAM(params, base, **kw),
+    "tsam": lambda params, base, **kw: TSAM(params, base, **kw),
+    "tsam-naive": lambda params, base, **kw: TSAM(params, base, **{"sampler": "uniform", **kw}),
+}
+
+OPTIMIZERS = tuple(REGISTRY)
 
 
 def _base_class(base: str | type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
@@ -39,30 +73,30 @@ def create_optimizer(
     base: str | type[torch.optim.Optimizer] = "sgd",
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
-    """Build an optimizer by name: ``erm`` (the plain base optimizer), ``sam``, ``asam``, ``tsam``.
+    """Build an optimizer by registry name (see the module table) around ``base``.
 
     ``kwargs`` hold the method's options and the base optimizer's (lr, momentum, ...).
     Every returned optimizer accepts ``step(closure)``; for ``erm`` the caller zeroes gradients.
     """
     key = name.lower() if isinstance(name, str) else name
-    if key not in OPTIMIZERS:
+    if key not in REGISTRY:
         raise ValueError(f"optimizer name must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
-    base_cls = _base_class(base)
-    if key == "erm":
-        return base_cls(params, **kwargs)
-    if key == "sam":
-        return SAM(params, base_cls, **kwargs)
-    if key == "asam":
-        return SAM(params, base_cls, adaptive=True, **kwargs)
-    return TSAM(params, base_cls, **kwargs)
+    return REGISTRY[key](params, _base_class(base), **kwargs)
 
 
 __all__ = [
     "BASE_OPTIMIZERS",
+    "ESAM2",
     "OPTIMIZERS",
+    "PGN",
+    "REGISTRY",
+    "RSAM",
     "SAM",
     "TSAM",
+    "DetSAM",
+    "FrobSAM",
     "PerturbationOptimizer",
     "StepDiagnostics",
+    "TraceSAM",
     "create_optimizer",
 ]

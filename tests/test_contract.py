@@ -1,0 +1,141 @@
+"""One contract that every optimizer in the registry passes (``erm`` is torch.optim itself)."""
+
+import pytest
+import torch
+
+from tiltedsam.optim import REGISTRY, PerturbationOptimizer, create_optimizer
+
+from .conftest import closure_for, make_mlp, make_regression
+
+# Options that make each method's perturbation vanish (its radius or strength set to 0).
+NEUTRAL = {
+    "sam": {"rho": 0.0},
+    "asam": {"rho": 0.0},
+    "esam1": {"rho": 0.0},
+    "esam2": {"rhos": (0.0, 0.0)},
+    "pgn": {"rho": 0.0, "alpha": 0.7},
+    "rsam": {"rho": 0.0, "sigma": 0.0},
+    "tracesam": {"rho": 0.0, "num_samples": 2},
+    "frobsam": {"lam": 0.0, "num_samples": 3},
+    "detsam": {"lam": 0.0, "num_samples": 2},
+    "tsam": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
+    "tsam-naive": {"num_samples": 1, "rho": 0.0},
+}
+# Typical settings with a real perturbation, and the documented passes per step.
+ACTIVE = {
+    "sam": ({"rho": 0.1}, 2),
+    "asam": ({"rho": 0.5}, 2),
+    "esam1": ({"rho": 0.1}, 2),
+    "esam2": ({"rhos": (0.05, 0.1, 0.2)}, 4),
+    "pgn": ({"rho": 0.1, "alpha": 0.5}, 2),
+    "rsam": ({"rho": 0.1, "sigma": 0.01}, 2),
+    "tracesam": ({"rho": 0.05, "num_samples": 2}, 3),
+    "frobsam": ({"rho": 0.05, "lam": 0.01, "num_samples": 3}, 4),
+    "detsam": ({"rho": 0.5, "num_samples": 2}, 3),
+    "tsam": ({"tilt": 5.0, "num_samples": 3}, 6),
+    "tsam-naive": ({"tilt": 5.0, "num_samples": 4, "rho": 0.5}, 4),
+}
+METHODS = sorted(set(REGISTRY) - {"erm"})
+
+
+def test_the_contract_covers_every_registered_method():
+    assert set(NEUTRAL) == set(ACTIVE) == set(METHODS)
+
+
+def flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("base,kw", [("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}),
+                                     ("adamw", {"lr": 1e-2})])  # fmt: skip
+def test_zero_radius_reproduces_the_base_optimizer_bit_for_bit(name, base, kw):
+    x, y = make_regression()
+    model, ref = make_mlp(), make_mlp()
+    opt = create_optimizer(name, model.parameters(), base=base, **NEUTRAL[name], **kw)
+    ref_opt = create_optimizer("erm", ref.parameters(), base=base, **kw)
+    for _ in range(10):
+        opt.step(closure_for(model, x, y))
+        ref_opt.zero_grad()
+        closure_for(ref, x, y)()
+        ref_opt.step()
+    assert torch.equal(flat(model), flat(ref))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_state_dict_round_trip_continues_identically(name):
+    x, y = make_regression()
+    kw = {**ACTIVE[name][0], "lr": 0.05, "momentum": 0.9}
+
+    def build(model):
+        return create_optimizer(name, model.parameters(), **kw)
+
+    full = make_mlp()
+    full_opt = build(full)
+    for _ in range(6):
+        full_opt.step(closure_for(full, x, y))
+    model = make_mlp()
+    opt = build(model)
+    for _ in range(3):
+        opt.step(closure_for(model, x, y))
+    saved = {"model": model.state_dict(), "opt": opt.state_dict()}
+    assert saved["opt"]["base"]["state"], "momentum buffers are checkpointed"
+    model2 = make_mlp(seed=5)
+    opt2 = build(model2)
+    model2.load_state_dict(saved["model"])
+    opt2.load_state_dict(saved["opt"])
+    for _ in range(3):
+        opt2.step(closure_for(model2, x, y))
+    assert torch.equal(flat(model2), flat(full))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_param_groups_with_different_lr(name):
+    x, y = make_regression()
+    model = make_mlp()
+    groups = [{"params": model[0].parameters(), "lr": 0.0},
+              {"params": model[2].parameters(), "lr": 0.1}]  # fmt: skip
+    opt = create_optimizer(name, groups, **ACTIVE[name][0], lr=0.5)
+    first = [p.detach().clone() for p in model[0].parameters()]
+    last = [p.detach().clone() for p in model[2].parameters()]
+    opt.step(closure_for(model, x, y))
+    assert [g["lr"] for g in opt.param_groups] == [0.0, 0.1]
+    assert all(torch.equal(a, b) for a, b in zip(first, model[0].parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(last, model[2].parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_frozen_and_none_grad_parameters_are_left_alone(name):
+    x, y = make_regression()
+    model = make_mlp()
+    model[0].bias.requires_grad_(False)
+    frozen = model[0].bias.detach().clone()
+    unused = torch.nn.Parameter(torch.linspace(-1, 1, 4, dtype=torch.float64))
+    opt = create_optimizer(name, [*model.parameters(), unused], **ACTIVE[name][0], lr=0.1,
+                           momentum=0.9, weight_decay=0.1)  # fmt: skip
+    for _ in range(3):
+        opt.step(closure_for(model, x, y))
+    assert torch.equal(model[0].bias, frozen)
+    assert torch.equal(unused.detach(), torch.linspace(-1, 1, 4, dtype=torch.float64))
+    assert unused.grad is None
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_closure_is_required_and_called_the_documented_number_of_times(name):
+    x, y = make_regression()
+    model = make_mlp()
+    kw, passes = ACTIVE[name]
+    opt = create_optimizer(name, model.parameters(), **kw, lr=0.1)
+    assert isinstance(opt, PerturbationOptimizer)
+    with pytest.raises(TypeError, match="requires a closure"):
+        opt.step()
+    calls = []
+    inner = closure_for(model, x, y)
+
+    def counting():
+        calls.append(1)
+        return inner()
+
+    for _ in range(2):
+        opt.step(counting)
+    assert len(calls) == 2 * passes == 2 * opt.passes_per_step
