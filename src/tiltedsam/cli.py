@@ -1,10 +1,11 @@
-"""Command line: ``tiltedsam compare`` (more subcommands land with later issues)."""
+"""Command line: ``tiltedsam compare | analyze | toy | glm``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from tiltedsam.experiments.train import TrainConfig
 
@@ -42,7 +43,70 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default="runs/compare", help="output directory")
     cmp.add_argument("--rerun", action="store_true", help="train again even if finished")
     cmp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    ana = sub.add_parser("analyze", help="flatness, Hessian spectrum and cross-evaluation of runs")
+    ana.add_argument("root", help="a directory written by 'tiltedsam compare'")
+    ana.add_argument("--data-path", default=None)
+    ana.add_argument("--subset", type=int, default=1000, help="training examples used")
+    ana.add_argument("--draws", type=int, default=100, help="noise draws per δ and for TSAM")
+    ana.add_argument("--deltas", type=_floats, default=[0.01, 0.02, 0.05])
+    ana.add_argument("--rho", type=float, default=0.05)
+    ana.add_argument("--seed", type=int, default=0)
+    toy = sub.add_parser("toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
+    toy.add_argument("--out", default="runs/toy")
+    toy.add_argument("--steps", type=int, default=400)
+    glm = sub.add_parser("glm", help="Theorem 1 check: flatness of TSAM minimisers of a GLM vs t")
+    glm.add_argument("--out", default="runs/glm")
+    glm.add_argument("--tilts", type=_floats, default=[0.0, 1.0, 5.0, 20.0, 100.0])
+    glm.add_argument("--sigma", type=float, default=0.1)
+    glm.add_argument("--draws", type=int, default=64)
+    glm.add_argument("--seed", type=int, default=0)
     return parser
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    from tiltedsam.analysis.runs import analyze_runs
+    from tiltedsam.data import load_mnist1d
+
+    analyze_runs(args.root, load_mnist1d(args.data_path), subset=args.subset, draws=args.draws,
+                 deltas=args.deltas, rho=args.rho, seed=args.seed)  # fmt: skip
+    print(Path(args.root, "analysis.md").read_text())
+
+
+def _toy(args: argparse.Namespace) -> None:
+    from tiltedsam.analysis.toy_figures import figure1, figure5_6
+
+    out = Path(args.out)
+    finals = figure1(out / "toy_fig1.png", steps=args.steps)
+    minima = figure5_6(out / "toy_fig5.png", out / "toy_fig6.png")
+    lines = ["| run | final θ |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in finals.items()]
+    lines += ["", "| objective | argmin θ on the grid |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in minima.items()]
+    (out / "toy.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def _glm(args: argparse.Namespace) -> None:
+    from tiltedsam.analysis.glm import glm_flatness_vs_tilt, points_table
+    from tiltedsam.data import load_mnist1d
+
+    data = load_mnist1d()
+    points = glm_flatness_vs_tilt(data.x_train, data.y_train, data.x_test, data.y_test,
+                                  tilts=args.tilts, sigma=args.sigma, draws=args.draws,
+                                  seed=args.seed)  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = points_table(points)
+    (out / "glm.md").write_text(table)
+    print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,8 +138,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, TypeError, FileNotFoundError) as err:
             print(f"tiltedsam compare: error: {err}", file=sys.stderr)
             return 2
-        print((__import__("pathlib").Path(args.out) / "summary.md").read_text())
+        print((Path(args.out) / "summary.md").read_text())
         print(f"Wrote {args.out}/summary.md, results.csv, metrics.csv, accuracy.png")
+        return 0
+    handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm}
+    try:
+        handlers[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -40,6 +40,7 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train every method spec with every seed; write per-run results, a table and a plot.
 
+    Each run also leaves its final weights in ``model.pt`` (for ``tiltedsam analyze``).
     Finished runs with the same settings are read back instead of trained again (``rerun=True``
     forces training).  Outputs in ``out``: ``runs/<method>/seed<k>/summary.json``,
     ``results.csv`` (one row per run), ``metrics.csv`` (one row per epoch), ``summary.md``
@@ -72,7 +73,10 @@ def compare(
             results.append(stored["result"])
             continue
         write_json_atomic(directory / "config.json", run_config)
-        result = train_run(spec, data, config, seed, progress=progress, position=1).to_dict()
+        result = train_run(
+            spec, data, config, seed, progress=progress, position=1,
+            save_model=directory / "model.pt",
+        ).to_dict()  # fmt: skip
         write_json_atomic(directory / "summary.json", {"config": run_config, "result": result})
         results.append(result)
         outer.write(

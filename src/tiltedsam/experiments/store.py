@@ -1,7 +1,7 @@
 """Run directories: ``ROOT/runs/<method label>/seed<k>/{config.json,summary.json}``.
 
 ``summary.json`` is written last and atomically (temp file + rename), so a directory holding it
-is a finished run; a run whose stored config differs from the requested one is run again.
+(with its ``model.pt``) is a finished run; a run whose stored config differs from the requested one is run again.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def write_json_atomic(path: Path, payload: Any) -> None:
 def load_finished(directory: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The stored summary if the run finished with exactly ``config``; else None."""
     summary = directory / "summary.json"
-    if not summary.exists():
+    if not summary.exists() or not (directory / "model.pt").exists():
         return None
     try:
         stored = json.loads(summary.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,8 +86,12 @@ def train_run(
     *,
     progress: bool = True,
     position: int = 0,
+    save_model: Path | None = None,
 ) -> RunResult:
-    """Train ``config.model`` on ``data`` with ``method`` from seed ``seed``; evaluate each epoch."""
+    """Train ``config.model`` on ``data`` with ``method`` from seed ``seed``; evaluate each epoch.
+
+    With ``save_model``, the final ``model.state_dict()`` is written there (atomically).
+    """
     torch.manual_seed(seed)
     model = create_model(
         config.model,
@@ -168,6 +173,11 @@ def train_run(
         bar.set_postfix(loss=f"{record['step_loss']:.3f}", test_acc=f"{test_acc:.3f}")
     bar.close()
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
+    if save_model is not None:
+        save_model.parent.mkdir(parents=True, exist_ok=True)
+        tmp = save_model.with_name(f".{save_model.name}.tmp")
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(save_model)
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
     return RunResult(
         method=method.label,

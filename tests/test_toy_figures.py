@@ -1,0 +1,51 @@
+"""The toy figures and the analysis commands run end to end on small settings."""
+
+import json
+
+import pytest
+import torch
+
+from tiltedsam.analysis.toy_figures import figure1, figure5_6
+from tiltedsam.cli import main
+from tiltedsam.experiments import TrainConfig, compare
+
+from .test_experiments import tiny_data
+
+
+def test_toy_figures_are_written_and_show_the_flat_minimum(tmp_path):
+    finals = figure1(tmp_path / "f1.png", tilts=(0, 5), steps=20, num_samples=10, grid_points=60)
+    assert (tmp_path / "f1.png").stat().st_size > 10_000
+    assert {"ERM", "SAM", "TSAM t=0", "TSAM t=5 uniform", "TSAM t=5 argmin L^t"} <= set(finals)
+    # The global minimiser of L^t moves to a flatter basin as t grows (paper Fig. 1's claim).
+    assert finals["TSAM t=5 argmin L^t"] > finals["TSAM t=0 argmin L^t"] + 0.5
+    minima = figure5_6(tmp_path / "f5.png", tmp_path / "f6.png", rhos=(0.0, 0.4), tilts=(0, 5),
+                       repeats=20, grid_points=37)  # fmt: skip
+    assert minima["SAM rho=0"] == pytest.approx(1.0)  # ERM picks the sharp minimum at θ = 1
+    assert minima["SAM rho=0.4"] == pytest.approx(3.0)  # SAM the flat one at θ = 3
+    assert minima["TSAM t=5"] == pytest.approx(3.0)
+
+
+def test_analyze_command_on_finished_runs(tmp_path, monkeypatch):
+    data = tiny_data()
+    config = TrainConfig(model="mlp", epochs=1, batch_size=32)
+    compare(["erm", "tsam"], seeds=[0, 1], config=config, data=data, out=tmp_path, progress=False)
+    assert len(list(tmp_path.glob("runs/*/seed*/model.pt"))) == 4
+    monkeypatch.setattr("tiltedsam.data.load_mnist1d", lambda path=None: data)
+    code = main(["analyze", str(tmp_path), "--subset", "40", "--draws", "5", "--deltas", "0.01"])
+    assert code == 0
+    result = json.loads((tmp_path / "analysis.json").read_text())
+    assert len(result["runs"]) == 4 and len(result["runs"][0]["top_eigenvalues"]) == 5
+    assert set(result["cross_evaluation"]) == {
+        "erm seed 0",
+        "erm seed 1",
+        "tsam seed 0",
+        "tsam seed 1",
+    }
+    text = (tmp_path / "analysis.md").read_text()
+    assert "| erm |" in text and "Cross-evaluation" in text
+    assert torch.isfinite(torch.tensor(result["runs"][0]["trace"]))
+
+
+def test_analyze_reports_a_missing_directory(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nothing")]) == 2
+    assert "no finished runs" in capsys.readouterr().err
