@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m tiltedsam compare --out runs/demo
+	$(PY) -m tiltedsam compare --seeds 0,1,2 --out runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
