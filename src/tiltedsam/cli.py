@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--subset", type=int, default=1000, help="training examples used")
     ana.add_argument("--draws", type=int, default=100, help="noise draws per δ and for TSAM")
     ana.add_argument("--deltas", type=_floats, default=[0.01, 0.02, 0.05])
-    ana.add_argument("--rho", type=float, default=0.05)
+    ana.add_argument("--rho", type=float, default=0.05, help="SAM ball radius")
+    ana.add_argument("--tsam-radius", type=float, default=1.0, help="TSAM noise ball radius")
     ana.add_argument("--seed", type=int, default=0)
     toy = sub.add_parser("toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
     toy.add_argument("--out", default="runs/toy")
@@ -77,7 +78,8 @@ def _analyze(args: argparse.Namespace) -> None:
     from tiltedsam.data import load_mnist1d
 
     analyze_runs(args.root, load_mnist1d(args.data_path), subset=args.subset, draws=args.draws,
-                 deltas=args.deltas, rho=args.rho, seed=args.seed)  # fmt: skip
+                 deltas=args.deltas, rho=args.rho, tsam_radius=args.tsam_radius,
+                 seed=args.seed)  # fmt: skip
     print(Path(args.root, "analysis.md").read_text())
 
 

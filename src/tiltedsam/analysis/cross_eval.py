@@ -7,7 +7,9 @@ For a model θ and a fixed data subset:
   ``ascent_steps`` steps of normalised projected gradient ascent in the ρ-ball (the largest loss
   seen is reported; one step is SAM's own approximation);
 * TSAM loss :math:`\frac1t\log\frac1n\sum_i e^{tL(\theta+\varepsilon_i)}` for each t, with
-  ε_i uniform in the ρ-ball, ``draws`` draws from ``seed``: the same directions for every
+  ε_i uniform in the ball of radius ``tsam_radius`` (default 1, the noise radius TSAM trains
+  with; a ρ = 0.05 ball of random directions barely moves the loss of a network with thousands
+  of parameters), ``draws`` draws from ``seed``: the same directions for every
   solution (common random numbers), so differences between solutions are not noise.
 
 The model is unchanged afterwards.
@@ -87,6 +89,7 @@ def cross_evaluate(
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     rho: float = 0.05,
+    tsam_radius: float = 1.0,
     tilts: Sequence[float] = (1.0, 5.0, 20.0, 100.0),
     draws: int = 200,
     ascent_steps: int = 5,
@@ -100,7 +103,7 @@ def cross_evaluate(
         with preserved(model, bn_mode):
             row = {"ERM": subset_loss(model, loss_fn, batches, weights)}
             row["SAM"] = sam_loss(model, loss_fn, batches, weights, rho, ascent_steps)
-            losses = perturbed_losses(model, loss_fn, batches, weights, rho, draws, seed)
+            losses = perturbed_losses(model, loss_fn, batches, weights, tsam_radius, draws, seed)
             for t in tilts:
                 row[f"TSAM t={t:g}"] = float(tilted_objective(losses, t))
         table[name] = row
