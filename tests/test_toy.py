@@ -1,5 +1,6 @@
 """The exact 1-D reference against finite differences, brute-force grids, and the TSAM estimator."""
 
+import itertools
 import math
 
 import numpy as np
@@ -92,3 +93,11 @@ def test_uniform_sampler_estimator_converges_to_quadrature_gradient(float64, nam
     assert abs(tilted_gradient_1d(name, theta, t / 2, rho) - exact) > 4 * se
     assert float(param.detach()) == pytest.approx(theta - estimate, abs=1e-12)  # SGD(lr=1) stepped
     assert float(objective) == pytest.approx(tilted_objective_1d(name, theta, t, rho), abs=0.02)
+
+
+@pytest.mark.parametrize("name,theta", [("wavy", 0.8), ("kink", 2.0), ("kink", 1.0)])
+def test_objective_is_monotone_in_t_at_fixed_theta(name, theta):
+    values = [
+        tilted_objective_1d(name, theta, t, 0.3) for t in [0, 0.5, 1, 2, 5, 20, 100, math.inf]
+    ]
+    assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values))

@@ -30,9 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("--methods", nargs="+", default=["erm", "sam", "tsam"])
     cmp.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2")
-    cmp.add_argument("--dataset", default="mnist1d", choices=["mnist1d"])
-    cmp.add_argument("--data-path", default=None, help="cache file (.npz) for the generated data")
-    cmp.add_argument("--model", default="cnn1d", choices=["cnn1d", "mlp"])
+    cmp.add_argument(
+        "--dataset", default="mnist1d", choices=["mnist1d", "mnist", "cifar10", "cifar100"]
+    )
+    cmp.add_argument("--data-path", default=None,
+                     help="data file or folder (default: ../shared/data/ when present; for mnist1d "
+                          "an optional .npz cache)")  # fmt: skip
+    cmp.add_argument(
+        "--model", default="cnn1d", choices=["cnn1d", "mlp", "resnet8", "resnet18", "wrn16_8"]
+    )
+    cmp.add_argument("--label-noise", type=float, default=0.0, help="fraction of flipped labels")
+    cmp.add_argument("--val-size", type=float, default=0, help="validation examples (or fraction)")
+    cmp.add_argument("--train-subset", type=int, default=None, help="use N training examples")
     cmp.add_argument("--epochs", type=int, default=40)
     cmp.add_argument("--batch-size", type=int, default=64)
     cmp.add_argument("--lr", type=float, default=0.1)
@@ -97,7 +106,7 @@ def _toy(args: argparse.Namespace) -> None:
 
 
 def _glm(args: argparse.Namespace) -> None:
-    from tiltedsam.analysis.glm import glm_flatness_vs_tilt, points_table
+    from tiltedsam.analysis.glm import glm_flatness_vs_tilt, plot_points, points_table
     from tiltedsam.data import load_mnist1d
 
     data = load_mnist1d()
@@ -108,6 +117,7 @@ def _glm(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     table = points_table(points)
     (out / "glm.md").write_text(table)
+    plot_points(points, out / "glm.png")
     print(table)
 
 
@@ -136,6 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=args.out,
                 progress=not args.no_progress,
                 rerun=args.rerun,
+                label_noise=args.label_noise,
+                val_size=int(args.val_size) if args.val_size >= 1 else args.val_size,
+                train_subset=args.train_subset,
             )
         except (ValueError, TypeError, FileNotFoundError) as err:
             print(f"tiltedsam compare: error: {err}", file=sys.stderr)

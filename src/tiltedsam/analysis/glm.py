@@ -142,3 +142,26 @@ def points_table(points: list[GLMPoint]) -> str:
             f"{100 * d['train_accuracy']:.1f} | {100 * d['test_accuracy']:.1f} | {d['lbfgs_grad_norm']:.1e} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def plot_points(points: list[GLMPoint], path) -> None:
+    """Hessian trace, top eigenvalue and clean loss of the minimiser against t (symlog axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tilts = [p.tilt for p in points]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3), dpi=100)
+    series = [("tr H(θ_t)", [p.hessian_trace for p in points]),
+              ("λ_max H(θ_t)", [p.hessian_top_eigenvalue for p in points]),
+              ("L(θ_t)", [p.clean_loss for p in points])]  # fmt: skip
+    for ax, (name, values) in zip(axes, series, strict=True):
+        ax.plot(tilts, values, "o-")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel("t")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -71,16 +71,22 @@ def _unflatten(vector: np.ndarray, like: list[Tensor]) -> list[Tensor]:
 def hessian_operator(
     model: nn.Module, loss_fn: LossFn, batches: Iterable[tuple[Tensor, Tensor]], *, bn_mode="eval"
 ) -> LinearOperator:
-    """The Hessian as a SciPy ``LinearOperator`` over the flattened trainable parameters."""
+    """The Hessian as a SciPy ``LinearOperator`` over the flattened trainable parameters.
+
+    Its ``calls`` attribute counts the Hessian-vector products made so far.
+    """
     batches = list(batches)
     params = trainable(model)
     dim = sum(p.numel() for p in params)
 
     def matvec(v: np.ndarray) -> np.ndarray:
+        op.calls += 1
         vec = _unflatten(np.asarray(v, dtype=np.float64).reshape(-1), params)
         return _flatten(hessian_vector_product(model, loss_fn, batches, vec, bn_mode=bn_mode))
 
-    return LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+    op = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+    op.calls = 0
+    return op
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class Spectrum:
     num_examples: int
     seed: int
     tol: float
+    num_hvps: int
 
 
 def top_eigenvalues(
@@ -101,9 +108,14 @@ def top_eigenvalues(
     *,
     seed: int = 0,
     tol: float = 1e-6,
+    ncv: int | None = None,
     bn_mode: str = "eval",
 ) -> Spectrum:
-    """The k largest (algebraic) Hessian eigenvalues by Lanczos with a seeded start vector."""
+    """The k largest (algebraic) Hessian eigenvalues by Lanczos with a seeded start vector.
+
+    ``ncv`` is the Lanczos basis size (SciPy's default ``max(2k + 1, 20)``); ``num_hvps`` in the
+    result counts the Hessian-vector products it took.
+    """
     batches = list(batches)
     op = hessian_operator(model, loss_fn, batches, bn_mode=bn_mode)
     if not 1 <= k < op.shape[0]:
@@ -111,12 +123,13 @@ def top_eigenvalues(
             f"k must be in [1, {op.shape[0] - 1}] for {op.shape[0]} parameters, got {k}"
         )
     v0 = np.random.default_rng(seed).standard_normal(op.shape[0])
-    values = eigsh(op, k=k, which="LA", v0=v0, tol=tol, return_eigenvectors=False)
+    values = eigsh(op, k=k, which="LA", v0=v0, tol=tol, ncv=ncv, return_eigenvectors=False)
     return Spectrum(
         eigenvalues=sorted((float(v) for v in values), reverse=True),
         num_examples=sum(len(y) for _, y in batches),
         seed=seed,
         tol=tol,
+        num_hvps=op.calls,
     )
 
 

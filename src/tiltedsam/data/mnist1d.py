@@ -7,6 +7,7 @@ It reseeds NumPy's global RNG; this loader restores that state afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """Train and test tensors of one data set: ``x`` as (N, C, L) float32, ``y`` as (N,) int64."""
+    """Tensors of one data set: ``x`` as (N, C, ...) float32, ``y`` as (N,) int64; an optional
+    validation split carved from the training set (:func:`split_validation`)."""
 
     x_train: Tensor
     y_train: Tensor
@@ -25,6 +27,11 @@ class ArrayDataset:
     y_test: Tensor
     num_classes: int
     name: str
+    x_val: Tensor | None = None
+    y_val: Tensor | None = None
+    y_train_clean: Tensor | None = None  # labels before label noise, when noise was applied
+    augment: str | None = None  # "crop_flip" for CIFAR-style training augmentation
+    pad_value: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
@@ -73,4 +80,27 @@ def load_mnist1d(
         y_test=labels(raw["y_test"]),
         num_classes=10,
         name="mnist1d",
+    )
+
+
+def split_validation(data: ArrayDataset, size: int | float, seed: int = 0) -> ArrayDataset:
+    """Carve a validation split of ``size`` examples (or that fraction) from the training set.
+
+    Validation labels are the training labels as observed (with label noise, if any): model
+    selection sees only what a user would have.
+    """
+    n = len(data.x_train)
+    count = round(size * n) if isinstance(size, float) else int(size)
+    if not 0 < count < n:
+        raise ValueError(f"validation size must leave both splits non-empty, got {size} of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:count].sort().values, perm[count:].sort().values
+    clean = data.y_train_clean
+    return dataclasses.replace(
+        data,
+        x_train=data.x_train[train],
+        y_train=data.y_train[train],
+        x_val=data.x_train[val],
+        y_val=data.y_train[val],  # as observed (noisy, if label noise was applied)
+        y_train_clean=None if clean is None else clean[train],
     )

@@ -11,19 +11,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from tiltedsam.data.mnist1d import ArrayDataset, load_mnist1d
+from tiltedsam.data import ArrayDataset, load_dataset
 from tiltedsam.experiments.methods import expand_methods, parse_method
 from tiltedsam.experiments.report import plot_accuracy, summary_table
 from tiltedsam.experiments.store import load_finished, run_dir, write_json_atomic
 from tiltedsam.experiments.train import TrainConfig, train_run
-
-DATASETS = {"mnist1d": load_mnist1d}
-
-
-def load_dataset(name: str, path: str | Path | None = None) -> ArrayDataset:
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
-    return DATASETS[name](path)
 
 
 def compare(
@@ -37,6 +29,9 @@ def compare(
     progress: bool = True,
     rerun: bool = False,
     data: ArrayDataset | None = None,
+    label_noise: float = 0.0,
+    val_size: int | float = 0,
+    train_subset: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train every method spec with every seed; write per-run results, a table and a plot.
 
@@ -53,9 +48,12 @@ def compare(
         raise ValueError(f"methods must be distinct, got {labels}")
     root = Path(out)
     if data is None:
-        data = load_dataset(dataset, data_path)
+        data = load_dataset(dataset, data_path, label_noise=label_noise, val_size=val_size,
+                            train_subset=train_subset)  # fmt: skip
     else:
         dataset = data.name
+    data_setting = {"name": dataset, "label_noise": label_noise, "val_size": val_size,
+                    "train_subset": train_subset, "train_examples": len(data.x_train)}  # fmt: skip
     results: list[dict[str, Any]] = []
     jobs = [(spec, seed) for spec in specs for seed in seeds]
     outer = tqdm(jobs, desc="runs", position=0, disable=not progress, dynamic_ncols=True)
@@ -65,6 +63,7 @@ def compare(
             "options": spec.kwargs(),
             "seed": seed,
             "dataset": dataset,
+            "data": data_setting,
             "train": asdict(config),
         }
         directory = run_dir(root, spec.label, seed)
@@ -75,15 +74,20 @@ def compare(
         write_json_atomic(directory / "config.json", run_config)
         result = train_run(
             spec, data, config, seed, progress=progress, position=1,
-            save_model=directory / "model.pt",
+            save_model=directory / "model.pt", checkpoint=directory / "checkpoint.pt",
         ).to_dict()  # fmt: skip
         write_json_atomic(directory / "summary.json", {"config": run_config, "result": result})
+        (directory / "checkpoint.pt").unlink(missing_ok=True)  # the finished run keeps model.pt
         results.append(result)
         outer.write(
             f"{spec.label:>24s} seed {seed}: test acc {100 * result['test_accuracy']:.2f}%  "
             f"train loss {result['train_loss']:.4f}  {result['wall_time']:.1f}s"
         )
-    write_reports(results, root, header=_header(dataset, config, seeds))
+    header = _header(dataset, config, seeds)
+    header += f"Training examples: {len(data.x_train)}"
+    header += f"; label noise {label_noise:g}" if label_noise else ""
+    header += f"; validation split {len(data.x_val)}" if data.x_val is not None else ""
+    write_reports(results, root, header=header + ".\n")
     return results
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tiltedsam.data.cifar import random_crop_flip
 from tiltedsam.data.mnist1d import ArrayDataset
 from tiltedsam.experiments.methods import SEEDED, MethodSpec
 from tiltedsam.models import create_model
@@ -58,6 +59,7 @@ class RunResult:
     steps: int
     closure_calls: int
     history: list[dict[str, float]] = field(default_factory=list)
+    val_accuracy: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,13 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return total_loss / len(x), correct / len(x)
 
 
+def _save_atomic(payload: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
 def train_run(
     method: MethodSpec,
     data: ArrayDataset,
@@ -87,18 +96,20 @@ def train_run(
     progress: bool = True,
     position: int = 0,
     save_model: Path | None = None,
+    checkpoint: Path | None = None,
+    stop_after_epochs: int | None = None,
 ) -> RunResult:
     """Train ``config.model`` on ``data`` with ``method`` from seed ``seed``; evaluate each epoch.
 
+    With ``checkpoint``, the whole state (model, optimizer incl. base state and perturbation RNG,
+    LR scheduler, data-order and augmentation generators, torch's global RNG, history, wall time)
+    is written there atomically after every epoch, and a run that finds it resumes after the last
+    finished epoch: an interrupted and resumed run ends with the same parameters and metrics as an
+    uninterrupted one (on CPU).  ``stop_after_epochs`` ends the call early (to test resumption).
     With ``save_model``, the final ``model.state_dict()`` is written there (atomically).
     """
     torch.manual_seed(seed)
-    model = create_model(
-        config.model,
-        in_channels=data.x_train.shape[1],
-        length=data.x_train.shape[-1],
-        num_classes=data.num_classes,
-    )
+    model = create_model(config.model, data.x_train.shape[1:], data.num_classes)
     kwargs = method.kwargs()
     epochs = config.epochs
     if method.name == "esam1":
@@ -131,17 +142,33 @@ def train_run(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     order = torch.Generator().manual_seed(seed)
+    augment_gen = torch.Generator().manual_seed(seed + 1)
     history: list[dict[str, float]] = []
     wall = 0.0
+    start_epoch = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        order.set_state(state["order_rng"])
+        augment_gen.set_state(state["augment_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        history, wall, start_epoch = state["history"], state["wall_time"], state["epoch"]
     bar = tqdm(
         total=total_steps,
+        initial=start_epoch * steps_per_epoch,
         desc=f"{method.label} seed {seed}",
         position=position,
         leave=False,
         disable=not progress,
         dynamic_ncols=True,
     )
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            bar.close()
+            raise InterruptedError(f"stopped after {epoch} epochs (stop_after_epochs)")
         model.train()
         perm = torch.randperm(len(data.x_train), generator=order)
         step_losses = torch.zeros(())
@@ -149,6 +176,8 @@ def train_run(
         for first in range(0, len(perm), config.batch_size):
             idx = perm[first : first + config.batch_size]
             inputs, targets = data.x_train[idx], data.y_train[idx]
+            if data.augment == "crop_flip":
+                inputs = random_crop_flip(inputs, augment_gen, data.pad_value)
 
             def closure(inputs=inputs, targets=targets):
                 loss = loss_fn(model(inputs), targets)
@@ -169,25 +198,41 @@ def train_run(
             "test_accuracy": test_acc,
             "wall_time": wall,
         }
+        if data.x_val is not None:
+            record["val_loss"], record["val_accuracy"] = evaluate(model, data.x_val, data.y_val)
         history.append(record)
         bar.set_postfix(loss=f"{record['step_loss']:.3f}", test_acc=f"{test_acc:.3f}")
+        if checkpoint is not None:
+            _save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "order_rng": order.get_state(),
+                    "augment_rng": augment_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "wall_time": wall,
+                    "epoch": epoch + 1,
+                },
+                checkpoint,
+            )
     bar.close()
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     if save_model is not None:
-        save_model.parent.mkdir(parents=True, exist_ok=True)
-        tmp = save_model.with_name(f".{save_model.name}.tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(save_model)
+        _save_atomic(model.state_dict(), save_model)
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
+    last = history[-1]
     return RunResult(
         method=method.label,
         seed=seed,
-        test_accuracy=history[-1]["test_accuracy"],
-        test_loss=history[-1]["test_loss"],
+        test_accuracy=last["test_accuracy"],
+        test_loss=last["test_loss"],
         train_loss=train_loss,
         train_accuracy=train_acc,
         wall_time=wall,
         steps=total_steps,
         closure_calls=calls,
         history=history,
+        val_accuracy=last.get("val_accuracy"),
     )

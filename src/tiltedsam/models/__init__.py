@@ -1,19 +1,35 @@
-"""Models for the experiments."""
+"""Models for the experiments, by name: ``create_model(name, input_shape, num_classes)``."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from tiltedsam.models.mnist1d import CNN1D, MLP
+from tiltedsam.models.resnet import resnet8, resnet18, wrn16_8
 
-MODELS = {"cnn1d": CNN1D, "mlp": MLP}
+MODELS: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
+    "cnn1d": lambda shape, k: CNN1D(in_channels=shape[0], length=shape[-1], num_classes=k),
+    "mlp": lambda shape, k: MLP(in_channels=shape[0], length=_numel(shape[1:]), num_classes=k),
+    "resnet8": lambda shape, k: resnet8(shape[0], k),
+    "resnet18": lambda shape, k: resnet18(shape[0], k),
+    "wrn16_8": lambda shape, k: wrn16_8(shape[0], k),
+}
 
 
-def create_model(name: str, *, in_channels: int, length: int, num_classes: int) -> nn.Module:
-    """A model by name (``cnn1d``, ``mlp``) sized for inputs of shape (in_channels, length)."""
+def _numel(shape: Sequence[int]) -> int:
+    out = 1
+    for s in shape:
+        out *= int(s)
+    return out
+
+
+def create_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """A model by name for inputs of shape ``input_shape`` (without the batch dim)."""
     if name not in MODELS:
         raise ValueError(f"model must be one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](in_channels=in_channels, length=length, num_classes=num_classes)
+    return MODELS[name](tuple(input_shape), num_classes)
 
 
 __all__ = ["CNN1D", "MLP", "MODELS", "create_model"]
