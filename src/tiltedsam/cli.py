@@ -1,4 +1,4 @@
-"""Command line: ``tiltedsam compare | analyze | toy | glm``."""
+"""Command line: ``tiltedsam compare | sweep | report | analyze | toy | glm``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,82 @@ def _seeds(text: str) -> list[int]:
         ) from None
 
 
+def load_config_file(path: str | Path) -> dict:
+    """Options from a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file, keys as the long flags
+    with ``-`` or ``_`` (``batch-size`` or ``batch_size``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix == ".toml":
+        import tomllib
+
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    elif path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
+        values = yaml.safe_load(path.read_text()) or {}
+    else:
+        raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a table of options at the top level")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def _apply_config(
+    sub: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace
+):
+    """Re-parse with the config file's values as defaults (command-line flags still win)."""
+    values = load_config_file(args.config)
+    known = {a.dest for a in sub._actions} - {"help", "config"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{args.config}: unknown key(s) {unknown}; allowed: {sorted(known)}")
+    for key in ("seeds",):
+        if isinstance(values.get(key), list):
+            values[key] = [int(v) for v in values[key]]
+    for key in ("deltas", "tilts"):
+        if isinstance(values.get(key), list):
+            values[key] = [float(v) for v in values[key]]
+    sub.set_defaults(**values)
+    return sub.parse_args(list(argv)[1:] if argv is not None else sys.argv[2:])
+
+
+def _add_training_args(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--config", default=None, help="TOML or YAML file with these options")
+    cmd.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2")
+    cmd.add_argument(
+        "--dataset", default="mnist1d", choices=["mnist1d", "mnist", "cifar10", "cifar100"]
+    )
+    cmd.add_argument("--data-path", default=None,
+                     help="data file or folder (default: ../shared/data/ when present; for mnist1d "
+                          "an optional .npz cache)")  # fmt: skip
+    cmd.add_argument(
+        "--model", default="cnn1d", choices=["cnn1d", "mlp", "resnet8", "resnet18", "wrn16_8"]
+    )
+    cmd.add_argument("--label-noise", type=float, default=0.0, help="fraction of flipped labels")
+    cmd.add_argument("--train-subset", type=int, default=None, help="use N training examples")
+    cmd.add_argument("--epochs", type=int, default=40)
+    cmd.add_argument("--batch-size", type=int, default=64)
+    cmd.add_argument("--lr", type=float, default=0.1)
+    cmd.add_argument("--momentum", type=float, default=0.9)
+    cmd.add_argument("--weight-decay", type=float, default=5e-4)
+    cmd.add_argument("--label-smoothing", type=float, default=0.0)
+    cmd.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"])
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay,
+                       label_smoothing=args.label_smoothing, lr_schedule=args.lr_schedule)  # fmt: skip
+
+
+def _val_size(value: float) -> int | float:
+    return int(value) if value >= 1 else value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiltedsam", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -29,29 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
         "esam2:rhos=0.025/0.05/0.1; 'all' runs every registered method with its defaults.",
     )
     cmp.add_argument("--methods", nargs="+", default=["erm", "sam", "tsam"])
-    cmp.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated, e.g. 0,1,2")
-    cmp.add_argument(
-        "--dataset", default="mnist1d", choices=["mnist1d", "mnist", "cifar10", "cifar100"]
-    )
-    cmp.add_argument("--data-path", default=None,
-                     help="data file or folder (default: ../shared/data/ when present; for mnist1d "
-                          "an optional .npz cache)")  # fmt: skip
-    cmp.add_argument(
-        "--model", default="cnn1d", choices=["cnn1d", "mlp", "resnet8", "resnet18", "wrn16_8"]
-    )
-    cmp.add_argument("--label-noise", type=float, default=0.0, help="fraction of flipped labels")
+    _add_training_args(cmp)
     cmp.add_argument("--val-size", type=float, default=0, help="validation examples (or fraction)")
-    cmp.add_argument("--train-subset", type=int, default=None, help="use N training examples")
-    cmp.add_argument("--epochs", type=int, default=40)
-    cmp.add_argument("--batch-size", type=int, default=64)
-    cmp.add_argument("--lr", type=float, default=0.1)
-    cmp.add_argument("--momentum", type=float, default=0.9)
-    cmp.add_argument("--weight-decay", type=float, default=5e-4)
-    cmp.add_argument("--label-smoothing", type=float, default=0.0)
-    cmp.add_argument("--lr-schedule", default="cosine", choices=["cosine", "constant"])
     cmp.add_argument("--out", default="runs/compare", help="output directory")
     cmp.add_argument("--rerun", action="store_true", help="train again even if finished")
     cmp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    swp = sub.add_parser(
+        "sweep",
+        help="grid of method options x seeds in parallel processes; selection on validation",
+        description="Grid entries look like erm, sam:rho=0.05/0.1, tsam:tilt=0/1/5/20/100,num_samples=3/5.",
+    )
+    swp.add_argument("--grid", nargs="+", default=["erm", "sam", "tsam:tilt=0/1/5/20/100"])
+    _add_training_args(swp)
+    swp.add_argument(
+        "--val-size", type=float, default=500, help="validation examples (or fraction)"
+    )
+    swp.add_argument("--workers", type=int, default=1, help="parallel processes")
+    swp.add_argument("--out", default="runs/sweep")
+    rep = sub.add_parser(
+        "report", help="tables and plots (with validation selection) of a results dir"
+    )
+    rep.add_argument("root")
     ana = sub.add_parser("analyze", help="flatness, Hessian spectrum and cross-evaluation of runs")
     ana.add_argument("root", help="a directory written by 'tiltedsam compare'")
     ana.add_argument("--data-path", default=None)
@@ -80,6 +154,21 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got {text!r}"
         ) from None
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from tiltedsam.experiments.sweep import sweep
+
+    sweep(args.grid, seeds=args.seeds, config=_train_config(args), dataset=args.dataset,
+          data_path=args.data_path, label_noise=args.label_noise, val_size=_val_size(args.val_size),
+          train_subset=args.train_subset, out=args.out, workers=args.workers)  # fmt: skip
+    print(Path(args.out, "report.md").read_text())
+
+
+def _report(args: argparse.Namespace) -> None:
+    from tiltedsam.experiments.report import write_sweep_report
+
+    print(write_sweep_report(args.root))
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -122,21 +211,21 @@ def _glm(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        sub = parser._subparsers._group_actions[0].choices[args.command]
+        try:
+            args = _apply_config(sub, argv, args)
+        except (ValueError, FileNotFoundError) as err:
+            print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        args.command = parser.parse_args(argv).command
     if args.command == "compare":
         from tiltedsam.experiments.compare import compare
 
         try:
-            config = TrainConfig(
-                model=args.model,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                momentum=args.momentum,
-                weight_decay=args.weight_decay,
-                label_smoothing=args.label_smoothing,
-                lr_schedule=args.lr_schedule,
-            )
+            config = _train_config(args)
             compare(
                 args.methods,
                 seeds=args.seeds,
@@ -147,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.no_progress,
                 rerun=args.rerun,
                 label_noise=args.label_noise,
-                val_size=int(args.val_size) if args.val_size >= 1 else args.val_size,
+                val_size=_val_size(args.val_size),
                 train_subset=args.train_subset,
             )
         except (ValueError, TypeError, FileNotFoundError) as err:
@@ -156,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print((Path(args.out) / "summary.md").read_text())
         print(f"Wrote {args.out}/summary.md, results.csv, metrics.csv, accuracy.png")
         return 0
-    handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm}
+    handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm, "sweep": _sweep, "report": _report}
     try:
         handlers[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -1,0 +1,95 @@
+"""Sweeps: grid expansion, skipping finished runs, selection on validation, parallel workers,
+claims; reports; config files."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tiltedsam.cli import load_config_file, main
+from tiltedsam.experiments.report import select_on_validation, write_sweep_report
+from tiltedsam.experiments.sweep import _claim, expand_grid, sweep
+from tiltedsam.experiments.train import TrainConfig
+
+
+@pytest.fixture
+def mnist_file(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(160) % 4
+    x = (rng.random((160, 28, 28)) * 60 + y[:, None, None] * 45).astype(np.uint8)
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x_train=x[:120], y_train=y[:120].astype(np.uint8), x_test=x[120:],
+             y_test=y[120:].astype(np.uint8))  # fmt: skip
+    return path
+
+
+def test_expand_grid():
+    assert expand_grid(["erm", "tsam:tilt=1/5,num_samples=3/5"]) == [
+        "erm", "tsam:tilt=1,num_samples=3", "tsam:tilt=1,num_samples=5",
+        "tsam:tilt=5,num_samples=3", "tsam:tilt=5,num_samples=5",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown method"):
+        expand_grid(["adamax:lr=1/2"])
+    with pytest.raises(ValueError, match="key=v1/v2"):
+        expand_grid(["tsam:tilt"])
+
+
+def test_sweep_selects_on_validation_skips_finished_and_reports(tmp_path, mnist_file):
+    config = TrainConfig(model="mlp", epochs=2, batch_size=16, lr=0.05)
+    kw = {"seeds": [0, 1], "config": config, "dataset": "mnist", "data_path": str(mnist_file),
+          "val_size": 20, "out": tmp_path / "sw"}  # fmt: skip
+    results = sweep(["erm", "tsam:tilt=0/5"], workers=2, **kw)
+    assert len(results) == 6 and all(r["val_accuracy"] is not None for r in results)
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("runs/*/seed*/summary.json")}
+    again = sweep(["erm", "tsam:tilt=0/5"], workers=1, **kw)
+    assert len(again) == 6
+    assert mtimes == {p: p.stat().st_mtime_ns for p in mtimes}, "finished runs are not redone"
+    report = (tmp_path / "sw" / "report.md").read_text()
+    assert "Selected per method" in report and "| tsam:tilt=0 |" in report
+    for png in ("accuracy_vs_epoch.png", "accuracy_vs_t.png", "wall_time.png"):
+        assert (tmp_path / "sw" / png).stat().st_size > 0
+    with_config = [{**r, "config": json.loads((tmp_path / "sw" / "runs" / r["method"].replace(":", "_") / f"seed{r['seed']}" / "summary.json").read_text())["config"]} for r in results]  # fmt: skip
+    chosen = select_on_validation(with_config)
+    tsam_runs = {m: [r["val_accuracy"] for r in with_config if r["method"] == m]
+                 for m in ("tsam:tilt=0", "tsam:tilt=5")}  # fmt: skip
+    best = max(tsam_runs, key=lambda m: np.mean(tsam_runs[m]))
+    assert chosen["tsam"] == best and chosen["erm"] == "erm"
+    with pytest.raises(ValueError, match="val_size > 0"):
+        sweep(["erm"], **{**kw, "val_size": 0})
+
+
+def test_claims_prevent_double_work(tmp_path):
+    assert _claim(tmp_path / "run")
+    assert not _claim(tmp_path / "run")  # held by this (live) process
+    (tmp_path / "run" / "claim").write_text("999999999")  # a dead pid: stale claim
+    assert _claim(tmp_path / "run")
+
+
+def test_report_command_and_missing_dir(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no finished runs" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):
+        write_sweep_report(tmp_path)
+
+
+def test_config_files(tmp_path, mnist_file, capsys):
+    good = tmp_path / "c.toml"
+    good.write_text(f'methods = ["erm"]\nseeds = [0]\nepochs = 1\nbatch-size = 32\nmodel = "mlp"\n'
+                    f'dataset = "mnist"\ndata_path = "{mnist_file}"\nout = "{tmp_path / "o"}"\n')  # fmt: skip
+    assert load_config_file(good)["batch_size"] == 32
+    assert main(["compare", "--config", str(good), "--no-progress", "--epochs", "2"]) == 0
+    stored = json.loads((tmp_path / "o" / "runs" / "erm" / "seed0" / "summary.json").read_text())
+    assert stored["config"]["train"]["epochs"] == 2  # the flag overrides the file
+    assert stored["config"]["train"]["batch_size"] == 32
+    bad = tmp_path / "bad.toml"
+    bad.write_text("epochs = 1\nlearning_rate = 0.1\n")
+    assert main(["compare", "--config", str(bad)]) == 2
+    assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err
+    assert main(["compare", "--config", str(tmp_path / "none.toml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    (tmp_path / "x.json").write_text("{}")
+    assert main(["compare", "--config", str(tmp_path / "x.json")]) == 2
+    assert "must end in .toml" in capsys.readouterr().err
+    yml = tmp_path / "c.yaml"
+    yml.write_text("epochs: 3\nlr: 0.05\n")
+    assert load_config_file(yml) == {"epochs": 3, "lr": 0.05}
