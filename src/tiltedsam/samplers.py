@@ -68,10 +68,7 @@ def add_iid_noise(opt: PerturbationOptimizer, scales: list[float], kind: str = "
     ``opt._group_views()``); no rescaling by a global norm.
     """
     theta = opt._buffer("theta")
-    start = 0
-    for (_, ps), scale in zip(opt._group_views(), scales, strict=True):
-        block = theta[start : start + len(ps)]
-        start += len(ps)
+    for (_, ps, block), scale in zip(opt._group_blocks(theta), scales, strict=True):
         if scale == 0.0:
             continue  # the parameters already hold θ
         for p in ps:
@@ -87,10 +84,7 @@ def add_iid_noise(opt: PerturbationOptimizer, scales: list[float], kind: str = "
 def ascend(opt: PerturbationOptimizer, grads: list[Tensor], radius_key: str = "rho") -> None:
     r"""``p += ρ_g · g / ‖g‖`` (global norm over all groups); ``grads`` are scaled in place."""
     norm = global_norm(grads)
-    start = 0
-    for group, ps in opt._group_views():
-        block = grads[start : start + len(ps)]
-        start += len(ps)
+    for group, ps, block in opt._group_blocks(grads):
         torch._foreach_mul_(block, float(group[radius_key]) / (norm + 1e-12))
         torch._foreach_add_(ps, block)
 
@@ -215,10 +209,7 @@ class HMCSampler(Sampler):
         params = opt._trainable_params()
         eps = torch._foreach_sub(params, theta)
         norm = global_norm(eps)
-        start = 0
-        for group, ps in opt._group_views():
-            block = eps[start : start + len(ps)]
-            start += len(ps)
+        for group, _ps, block in opt._group_blocks(eps):
             torch._foreach_mul_(block, torch.clamp(float(group["rho"]) / (norm + 1e-12), max=1.0))
         torch._foreach_add_(eps, theta)
         torch._foreach_copy_(params, eps)

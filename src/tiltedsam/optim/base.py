@@ -120,6 +120,14 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                 views.append((group, params))
         return views
 
+    def _group_blocks(self, tensors: list[Tensor]):
+        """Yield ``(group, params, block)`` per param group, ``block`` being the slice of
+        ``tensors`` (aligned with ``_trainable_params()``) that belongs to that group."""
+        start = 0
+        for group, params in self._group_views():
+            yield group, params, tensors[start : start + len(params)]
+            start += len(params)
+
     def _buffer(self, name: str) -> list[Tensor]:
         """A reusable parameter-shaped buffer list (allocated once, kept across steps)."""
         params = self._trainable_params()

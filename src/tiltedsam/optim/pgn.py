@@ -57,21 +57,16 @@ class PGN(PerturbationOptimizer):
         g0 = self._buffer("g0")
         torch._foreach_copy_(g0, self._grads(params))
         scale = 1.0 / (global_norm(g0) + 1e-12)
-        start = 0
-        for group, ps in self._group_views():
-            block = g0[start : start + len(ps)]
-            start += len(ps)
+        for group, ps, block in self._group_blocks(g0):
             torch._foreach_add_(ps, torch._foreach_mul(block, scale * group["rho"]))
         second = self._evaluate(closure)
         self._restore()
         g1 = self._grads(params)
         torch._foreach_sub_(g1, g0)
-        start = 0
-        for group, ps in self._group_views():
-            block = g1[start : start + len(ps)]
+        pairs = zip(self._group_blocks(g1), self._group_blocks(g0), strict=True)
+        for (group, _, block), (_, _, g0_block) in pairs:
             torch._foreach_mul_(block, group["alpha"])
-            torch._foreach_add_(block, g0[start : start + len(ps)])
-            start += len(ps)
+            torch._foreach_add_(block, g0_block)
         self._finish_step(params, g1, torch.stack([loss, second]))
         return loss
 

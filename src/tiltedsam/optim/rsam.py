@@ -74,26 +74,19 @@ class RSAM(PerturbationOptimizer):
         closure = self._require_closure(closure)
         params = self._begin_step()
         delta = self._buffer("delta")
-        start = 0
-        for group, ps in self._group_views():
-            for p, d in zip(ps, delta[start : start + len(ps)], strict=True):
+        for group, ps, block in self._group_blocks(delta):
+            for p, d in zip(ps, block, strict=True):
                 d.normal_(generator=self.generator).mul_(filter_norms(p) * group["sigma"])
-            start += len(ps)
         torch._foreach_add_(params, delta)
         loss = self._evaluate(closure)
         self._restore()
         direction = self._grads(params)
-        start = 0
-        for group, ps in self._group_views():
-            block = direction[start : start + len(ps)]
+        pairs = zip(self._group_blocks(direction), self._group_blocks(delta), strict=True)
+        for (group, _, block), (_, _, delta_block) in pairs:
             torch._foreach_mul_(block, group["lam"])
-            torch._foreach_add_(block, delta[start : start + len(ps)])
-            start += len(ps)
+            torch._foreach_add_(block, delta_block)
         norm = global_norm(direction)
-        start = 0
-        for group, ps in self._group_views():
-            block = direction[start : start + len(ps)]
-            start += len(ps)
+        for group, ps, block in self._group_blocks(direction):
             torch._foreach_mul_(block, group["rho"] / (norm + 1e-12))
             torch._foreach_add_(ps, block)
         second = self._evaluate(closure)

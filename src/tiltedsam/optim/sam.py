@@ -73,19 +73,13 @@ class SAM(PerturbationOptimizer):
         params = self._begin_step()
         loss = self._evaluate(closure)
         grads = self._grads(params)
-        start = 0
         scaled: list[Tensor] = []
-        for group, ps in self._group_views():
-            block = grads[start : start + len(ps)]
-            start += len(ps)
+        for group, ps, block in self._group_blocks(grads):
             if group["adaptive"]:
                 block = torch._foreach_mul(block, torch._foreach_abs(ps))
             scaled.extend(block)
         norm = global_norm(scaled)
-        start = 0
-        for group, ps in self._group_views():
-            block = scaled[start : start + len(ps)]
-            start += len(ps)
+        for group, ps, block in self._group_blocks(scaled):
             if group["adaptive"]:
                 block = torch._foreach_mul(block, torch._foreach_abs(ps))
             torch._foreach_mul_(block, group["rho"] / (norm + 1e-12))

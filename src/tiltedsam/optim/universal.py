@@ -98,12 +98,10 @@ class _UniversalSAM(PerturbationOptimizer):
             self._restore()
         correction, losses = self._finish()
         # g = g0 + λ · correction  (λ per group); written into the correction buffers.
-        start = 0
-        for group, ps in self._group_views():
-            block = correction[start : start + len(ps)]
+        pairs = zip(self._group_blocks(correction), self._group_blocks(g0), strict=True)
+        for (group, _, block), (_, _, g0_block) in pairs:
             torch._foreach_mul_(block, group["lam"])
-            torch._foreach_add_(block, g0[start : start + len(ps)])
-            start += len(ps)
+            torch._foreach_add_(block, g0_block)
         self._finish_step(params, correction, torch.cat([loss0.reshape(1), losses]))
         return loss0
 
@@ -162,11 +160,8 @@ class FrobSAM(_UniversalSAM):
         # Cov = [Σ(L_i − L0) g_i − Σ(L_i − L0) · (Σ g_i)/n] / (n − 1), then divided by ρ².
         torch._foreach_mul_(self._sum, (losses - self._loss0).sum() / n)
         torch._foreach_sub_(self._weighted, self._sum)
-        start = 0
-        for group, ps in self._group_views():
-            block = self._weighted[start : start + len(ps)]
+        for group, _ps, block in self._group_blocks(self._weighted):
             torch._foreach_mul_(block, 1.0 / ((n - 1) * float(group["rho"]) ** 2))
-            start += len(ps)
         return self._weighted, losses
 
 
