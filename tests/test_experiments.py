@@ -162,3 +162,20 @@ def test_all_methods_run_in_the_harness_and_esam1_gets_the_pass_budget(tmp_path)
     assert len(by_method["esam1"]["history"]) == 3 * len(by_method["sam"]["history"])
     assert by_method["esam1"]["closure_calls"] == by_method["tsam"]["closure_calls"]
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in results)
+
+
+def test_each_run_directory_holds_config_metrics_summary_and_weights(tmp_path):
+    config = TrainConfig(model="mlp", epochs=2, batch_size=32)
+    compare(["sam"], seeds=[0], config=config, data=tiny_data(), out=tmp_path, progress=False)
+    run = tmp_path / "runs" / "sam" / "seed0"
+    assert {p.name for p in run.iterdir()} == {
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "model.pt",
+    }
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    with pytest.raises(ValueError, match="model must be one of"):
+        compare(["sam"], seeds=[0], config=TrainConfig(model="vgg"), data=tiny_data(), out=tmp_path / "x",
+                progress=False)  # fmt: skip

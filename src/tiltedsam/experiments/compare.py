@@ -75,6 +75,7 @@ def compare(
         result = train_run(
             spec, data, config, seed, progress=progress, position=1,
             save_model=directory / "model.pt", checkpoint=directory / "checkpoint.pt",
+            metrics=directory / "metrics.jsonl",
         ).to_dict()  # fmt: skip
         write_json_atomic(directory / "summary.json", {"config": run_config, "result": result})
         (directory / "checkpoint.pt").unlink(missing_ok=True)  # the finished run keeps model.pt

@@ -85,7 +85,8 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any] | None:
         write_json_atomic(directory / "config.json", job["run_config"])
         result = train_run(spec, data, config, job["seed"], progress=False,
                            save_model=directory / "model.pt",
-                           checkpoint=directory / "checkpoint.pt").to_dict()  # fmt: skip
+                           checkpoint=directory / "checkpoint.pt",
+                           metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
         write_json_atomic(
             directory / "summary.json", {"config": job["run_config"], "result": result}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -98,6 +99,7 @@ def train_run(
     save_model: Path | None = None,
     checkpoint: Path | None = None,
     stop_after_epochs: int | None = None,
+    metrics: Path | None = None,
 ) -> RunResult:
     """Train ``config.model`` on ``data`` with ``method`` from seed ``seed``; evaluate each epoch.
 
@@ -106,6 +108,7 @@ def train_run(
     is written there atomically after every epoch, and a run that finds it resumes after the last
     finished epoch: an interrupted and resumed run ends with the same parameters and metrics as an
     uninterrupted one (on CPU).  ``stop_after_epochs`` ends the call early (to test resumption).
+    With ``metrics``, the per-epoch records are (re)written there as JSON lines after every epoch.
     With ``save_model``, the final ``model.state_dict()`` is written there (atomically).
     """
     torch.manual_seed(seed)
@@ -202,6 +205,10 @@ def train_run(
             record["val_loss"], record["val_accuracy"] = evaluate(model, data.x_val, data.y_val)
         history.append(record)
         bar.set_postfix(loss=f"{record['step_loss']:.3f}", test_acc=f"{test_acc:.3f}")
+        if metrics is not None:
+            tmp = metrics.with_name(f".{metrics.name}.tmp")
+            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+            tmp.replace(metrics)
         if checkpoint is not None:
             _save_atomic(
                 {
