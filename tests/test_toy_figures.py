@@ -30,7 +30,7 @@ def test_analyze_command_on_finished_runs(tmp_path, monkeypatch):
     config = TrainConfig(model="mlp", epochs=1, batch_size=32)
     compare(["erm", "tsam"], seeds=[0, 1], config=config, data=data, out=tmp_path, progress=False)
     assert len(list(tmp_path.glob("runs/*/seed*/model.pt"))) == 4
-    monkeypatch.setattr("tiltedsam.data.load_mnist1d", lambda path=None: data)
+    monkeypatch.setattr("tiltedsam.analysis.runs.data_of_runs", lambda root, path=None: data)
     code = main(["analyze", str(tmp_path), "--subset", "40", "--draws", "5", "--deltas", "0.01"])
     assert code == 0
     result = json.loads((tmp_path / "analysis.json").read_text())
@@ -49,3 +49,13 @@ def test_analyze_command_on_finished_runs(tmp_path, monkeypatch):
 def test_analyze_reports_a_missing_directory(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nothing")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_analyze_reloads_the_recorded_data_set(tmp_path):
+    from tiltedsam.analysis.runs import data_of_runs
+
+    config = TrainConfig(model="mlp", epochs=1, batch_size=64)
+    compare(["erm"], seeds=[0], config=config, dataset="mnist1d", train_subset=300, val_size=50,
+            out=tmp_path, progress=False)  # fmt: skip
+    data = data_of_runs(tmp_path)
+    assert len(data.x_train) == 250 and len(data.x_val) == 50

@@ -172,10 +172,9 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> None:
-    from tiltedsam.analysis.runs import analyze_runs
-    from tiltedsam.data import load_mnist1d
+    from tiltedsam.analysis.runs import analyze_runs, data_of_runs
 
-    analyze_runs(args.root, load_mnist1d(args.data_path), subset=args.subset, draws=args.draws,
+    analyze_runs(args.root, data_of_runs(args.root, args.data_path), subset=args.subset, draws=args.draws,
                  deltas=args.deltas, rho=args.rho, tsam_radius=args.tsam_radius,
                  seed=args.seed)  # fmt: skip
     print(Path(args.root, "analysis.md").read_text())

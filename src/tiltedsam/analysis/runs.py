@@ -24,6 +24,24 @@ def find_runs(root: Path) -> list[Path]:
     return [r for r in runs if (r / "summary.json").exists()]
 
 
+def data_of_runs(root: str | Path, data_path: str | None = None) -> ArrayDataset:
+    """The data set the runs under ``root`` trained on, as recorded in their configs."""
+    from tiltedsam.data import load_dataset
+
+    runs = find_runs(Path(root))
+    if not runs:
+        raise FileNotFoundError(f"no finished runs with model.pt under {root}/runs/")
+    config = json.loads((runs[0] / "summary.json").read_text())["config"]
+    setting = config.get("data", {})
+    return load_dataset(
+        config.get("dataset", setting.get("name", "mnist1d")),
+        data_path,
+        label_noise=setting.get("label_noise", 0.0),
+        val_size=setting.get("val_size", 0),
+        train_subset=setting.get("train_subset"),
+    )
+
+
 def load_run(directory: Path, data: ArrayDataset) -> tuple[str, int, nn.Module]:
     summary = json.loads((directory / "summary.json").read_text())
     config = summary["config"]
