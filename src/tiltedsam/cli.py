@@ -72,7 +72,9 @@ def _add_training_args(cmd: argparse.ArgumentParser) -> None:
                      help="data file or folder (default: ../shared/data/ when present; for mnist1d "
                           "an optional .npz cache)")  # fmt: skip
     cmd.add_argument(
-        "--model", default="cnn1d", choices=["cnn1d", "mlp", "resnet8", "resnet18", "wrn16_8"]
+        "--model",
+        default="cnn1d",
+        choices=["cnn1d", "cnn2d", "mlp", "resnet8", "resnet18", "wrn16_8"],
     )
     cmd.add_argument("--label-noise", type=float, default=0.0, help="fraction of flipped labels")
     cmd.add_argument("--train-subset", type=int, default=None, help="use N training examples")

@@ -6,11 +6,12 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from tiltedsam.models.mnist1d import CNN1D, MLP
+from tiltedsam.models.mnist1d import CNN1D, CNN2D, MLP
 from tiltedsam.models.resnet import resnet8, resnet18, wrn16_8
 
 MODELS: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
     "cnn1d": lambda shape, k: CNN1D(in_channels=shape[0], length=shape[-1], num_classes=k),
+    "cnn2d": lambda shape, k: CNN2D(in_channels=shape[0], size=shape[-1], num_classes=k),
     "mlp": lambda shape, k: MLP(in_channels=shape[0], length=_numel(shape[1:]), num_classes=k),
     "resnet8": lambda shape, k: resnet8(shape[0], k),
     "resnet18": lambda shape, k: resnet18(shape[0], k),
@@ -32,4 +33,4 @@ def create_model(name: str, input_shape: Sequence[int], num_classes: int) -> nn.
     return MODELS[name](tuple(input_shape), num_classes)
 
 
-__all__ = ["CNN1D", "MLP", "MODELS", "create_model"]
+__all__ = ["CNN1D", "CNN2D", "MLP", "MODELS", "create_model"]

@@ -47,3 +47,24 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+class CNN2D(nn.Module):
+    """A small image CNN (e.g. MNIST): two 3×3 conv + ReLU + 2×2 max-pool stages, then a linear layer."""
+
+    def __init__(
+        self, in_channels: int = 1, size: int = 28, num_classes: int = 10, channels: int = 32
+    ) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Linear(2 * channels * (size // 4) ** 2, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x).flatten(1))
