@@ -244,8 +244,10 @@ class HMCSampler(Sampler):
             return loss
         kinetic = global_norm(opt._buffer("momentum")) ** 2 / (2 * self.sigma**2)
         log_ratio = sample_tilt * loss - kinetic - self._start_energy
-        u = torch.rand((), generator=opt.generator, dtype=torch.float64)
-        if bool(torch.log(u) < log_ratio.double().cpu()):
+        u = torch.rand(
+            (), generator=opt.generator, dtype=torch.float64, device=opt.generator.device
+        )
+        if bool(torch.log(u) < log_ratio.double().to(u.device)):
             self.accepted += 1
             return loss
         # Rejected: go back to ε₀ (re-drawn from the saved RNG state) and evaluate it again.
