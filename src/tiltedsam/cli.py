@@ -98,7 +98,10 @@ def _val_size(value: float) -> int | float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tiltedsam import __version__
+
     parser = argparse.ArgumentParser(prog="tiltedsam", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tiltedsam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser(
         "compare",
