@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_nonnegative
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
+from tiltedsam.samplers import ascend
 
 
 def filter_norms(p: Tensor) -> Tensor:
@@ -85,10 +85,7 @@ class RSAM(PerturbationOptimizer):
         for (group, _, block), (_, _, delta_block) in pairs:
             torch._foreach_mul_(block, group["lam"])
             torch._foreach_add_(block, delta_block)
-        norm = global_norm(direction)
-        for group, ps, block in self._group_blocks(direction):
-            torch._foreach_mul_(block, group["rho"] / (norm + 1e-12))
-            torch._foreach_add_(ps, block)
+        ascend(self, direction, "rho")  # θ + ρ v/‖v‖
         second = self._evaluate(closure)
         self._restore()
         self._finish_step(params, self._grads(params), torch.stack([loss, second]))
