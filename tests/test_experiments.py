@@ -179,3 +179,30 @@ def test_each_run_directory_holds_config_metrics_summary_and_weights(tmp_path):
     with pytest.raises(ValueError, match="model must be one of"):
         compare(["sam"], seeds=[0], config=TrainConfig(model="vgg"), data=tiny_data(), out=tmp_path / "x",
                 progress=False)  # fmt: skip
+
+
+def test_method_lr_option_equals_the_shared_lr():
+    data = tiny_data()
+    via_method = train_module.train_run(
+        parse_method("sam:lr=0.02"),
+        seed=0,
+        config=TrainConfig(model="mlp", epochs=1, batch_size=16, lr=0.5),
+        data=data,
+        progress=False,
+    )
+    via_config = train_module.train_run(
+        parse_method("sam"),
+        seed=0,
+        config=TrainConfig(model="mlp", epochs=1, batch_size=16, lr=0.02),
+        data=data,
+        progress=False,
+    )
+    assert via_method.test_loss == via_config.test_loss
+    with pytest.raises(ValueError, match="lr must be a number in"):
+        train_module.train_run(
+            parse_method("sam:lr=-1"),
+            seed=0,
+            config=TrainConfig(model="mlp", epochs=1, batch_size=16),
+            data=data,
+            progress=False,
+        )

@@ -1,7 +1,8 @@
 """Method specs: ``name[:key=value,...]``, e.g. ``tsam:tilt=20,delta=0.5``.
 
 The name picks the optimizer from the registry; the options override its defaults below (the
-settings of issue #3's MNIST-1D reference: s = 3, noise radius 1, ρ = 0.05).
+settings of issue #3's MNIST-1D reference: s = 3, noise radius 1, ρ = 0.05).  The option ``lr``
+overrides the run's shared learning rate for that method (``sam:lr=0.05/0.1`` in a sweep grid).
 """
 
 from __future__ import annotations

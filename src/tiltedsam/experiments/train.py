@@ -114,6 +114,11 @@ def train_run(
     torch.manual_seed(seed)
     model = create_model(config.model, data.x_train.shape[1:], data.num_classes)
     kwargs = method.kwargs()
+    # A method may carry its own learning rate (``sam:lr=0.05``), so a sweep can tune lr per
+    # method with the same grid budget; otherwise the shared ``config.lr`` applies.
+    lr = kwargs.pop("lr", config.lr)
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ValueError(f"method option lr must be a number in (0, inf), got {lr!r}")
     epochs = config.epochs
     if method.name == "esam1":
         budget = kwargs.pop("budget")
@@ -133,7 +138,7 @@ def train_run(
         method.name,
         model.parameters(),
         base="sgd",
-        lr=config.lr,
+        lr=float(lr),
         momentum=config.momentum,
         weight_decay=config.weight_decay,
         **kwargs,
