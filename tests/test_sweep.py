@@ -93,3 +93,21 @@ def test_config_files(tmp_path, mnist_file, capsys):
     yml = tmp_path / "c.yaml"
     yml.write_text("epochs: 3\nlr: 0.05\n")
     assert load_config_file(yml) == {"epochs": 3, "lr": 0.05}
+
+
+def test_two_stage_sweep_tunes_on_select_seeds_only(tmp_path, mnist_file):
+    config = TrainConfig(model="mlp", epochs=1, batch_size=16, lr=0.05)
+    out = tmp_path / "two"
+    results = sweep(["erm:lr=0.01/0.2", "sam"], seeds=[0, 1], select_seeds=[0], config=config,
+                    dataset="mnist", data_path=str(mnist_file), val_size=20, out=out)  # fmt: skip
+    by_label = {}
+    for r in results:
+        by_label.setdefault(r["method"], []).append(r)
+    seed0 = {m: runs[0]["val_accuracy"] for m, runs in by_label.items() if m.startswith("erm")}
+    winner = max(seed0, key=seed0.get)  # ties: the first, as select_on_validation
+    assert sorted(r["seed"] for r in by_label[winner]) == [0, 1]
+    loser = next(m for m in seed0 if m != winner)
+    assert [r["seed"] for r in by_label[loser]] == [0], "only the winner runs the extra seeds"
+    assert sorted(r["seed"] for r in by_label["sam"]) == [0, 1]
+    report = (out / "report.md").read_text()
+    assert "validation accuracy of seeds 0" in report and f"| {winner} | 2 |" in report

@@ -52,7 +52,7 @@ def _apply_config(
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{args.config}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    for key in ("seeds",):
+    for key in ("seeds", "select_seeds"):
         if isinstance(values.get(key), list):
             values[key] = [int(v) for v in values[key]]
     for key in ("deltas", "tilts"):
@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--val-size", type=float, default=500, help="validation examples (or fraction)"
     )
     swp.add_argument("--workers", type=int, default=1, help="parallel processes")
+    swp.add_argument(
+        "--select-seeds",
+        type=_seeds,
+        default=None,
+        help="tune every grid point on these seeds only, then run the per-method winners on --seeds",
+    )
     swp.add_argument("--out", default="runs/sweep")
     rep = sub.add_parser(
         "report", help="tables and plots (with validation selection) of a results dir"
@@ -166,7 +172,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
     sweep(args.grid, seeds=args.seeds, config=_train_config(args), dataset=args.dataset,
           data_path=args.data_path, label_noise=args.label_noise, val_size=_val_size(args.val_size),
-          train_subset=args.train_subset, out=args.out, workers=args.workers)  # fmt: skip
+          train_subset=args.train_subset, out=args.out, workers=args.workers,
+          select_seeds=args.select_seeds)  # fmt: skip
     print(Path(args.out, "report.md").read_text())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -120,14 +121,18 @@ def write_sweep_report(root: str | Path) -> str:
     if not results:
         raise FileNotFoundError(f"no finished runs under {root}/runs/")
     groups = group_by_method(results)
-    selected = select_on_validation(results)
+    settings = root / "sweep.json"
+    select_seeds = json.loads(settings.read_text()).get("select_seeds") if settings.exists() else None
+    pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
+    selected = select_on_validation(pool)
     header = (
         "| method | seeds | val acc (%) | test acc (%) | wall time (s) |\n|---|---|---|---|---|"
     )
     lines = ["# Sweep report", ""]
     if selected:
-        lines += ["Selected per method by mean validation accuracy (test accuracy is reported, never "
-                  "used for selection):", "", header]  # fmt: skip
+        on = "" if select_seeds is None else f" of seeds {', '.join(map(str, select_seeds))}"
+        lines += [f"Selected per method by mean validation accuracy{on} (test accuracy is reported, "
+                  "never used for selection):", "", header]  # fmt: skip
         lines += [_row(label, groups[label]) for label in selected.values()]
         lines.append("")
     lines += ["All configurations:", "", header]

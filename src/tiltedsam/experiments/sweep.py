@@ -108,15 +108,38 @@ def sweep(
     train_subset: int | None = None,
     out: str | Path = "runs/sweep",
     workers: int = 1,
+    select_seeds: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every grid point × seed (``workers`` processes), then write the report."""
+    """Run every grid point × seed (``workers`` processes), then write the report.
+
+    With ``select_seeds`` the sweep has two stages: every grid point runs on ``select_seeds`` only,
+    the best configuration of each method is chosen on their mean validation accuracy, and only
+    those run on ``seeds``.  The report then selects on ``select_seeds`` runs alone, so the extra
+    seeds of the winners cannot change the choice.
+    """
     if not val_size:
         raise ValueError("sweep selects hyperparameters on a validation split: give val_size > 0")
     config = config or TrainConfig()
     specs = expand_grid(grid)
     root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / "sweep.json",
+                      {"select_seeds": list(select_seeds) if select_seeds is not None else None})  # fmt: skip
     data_args = {"name": dataset, "path": data_path, "label_noise": label_noise,
                  "val_size": val_size, "train_subset": train_subset}  # fmt: skip
+    if select_seeds is None:
+        return _run_jobs(specs, seeds, config, dataset, data_args, root, workers)
+    tuned = _run_jobs(specs, select_seeds, config, dataset, data_args, root, workers)
+    from tiltedsam.experiments.report import load_results, select_on_validation
+
+    labels = {parse_method(spec).label for spec in specs}
+    pool = [r for r in load_results(root) if r["seed"] in select_seeds and r["method"] in labels]
+    winners = list(select_on_validation(pool).values())
+    return tuned + _run_jobs(winners, [s for s in seeds if s not in select_seeds], config,
+                             dataset, data_args, root, workers)  # fmt: skip
+
+
+def _run_jobs(specs, seeds, config, dataset, data_args, root, workers) -> list[dict[str, Any]]:
     jobs = []
     for spec_text in specs:
         spec = parse_method(spec_text)
