@@ -1,5 +1,6 @@
 """tiltedsam: Tilted Sharpness-Aware Minimization (TSAM) and SAM-family optimizers for PyTorch."""
 
+from tiltedsam.closures import make_closure
 from tiltedsam.optim import (
     ESAM2,
     PGN,
@@ -44,6 +45,7 @@ __all__ = [
     "UniformSampler",
     "create_optimizer",
     "effective_sample_size",
+    "make_closure",
     "t_sharpness",
     "tilted_gap",
     "tilted_mean",

@@ -40,7 +40,7 @@ BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 _Factory = Callable[..., torch.optim.Optimizer]
 
 REGISTRY: dict[str, _Factory] = {
-    "erm": lambda params, base, **kw: base(params, **kw),
+    "erm": lambda params, base, **kw: _erm(params, base, **kw),
     "sam": lambda params, base, **kw: SAM(params, base, **kw),
     "asam": lambda params, base, **kw: SAM(params, base, adaptive=True, **kw),
     "esam1": lambda params, base, **kw: SAM(params, base, **kw),
@@ -55,6 +55,18 @@ REGISTRY: dict[str, _Factory] = {
 }
 
 OPTIMIZERS = tuple(REGISTRY)
+
+
+def _erm(params, base, **kw):
+    shared = sorted(
+        {"grad_scaler", "max_grad_norm", "distributed", "process_group", "model"} & set(kw)
+    )
+    if shared:
+        raise TypeError(
+            f"erm is the bare base optimizer and does not take {shared}: use "
+            "scaler.step(opt) / clip_grad_norm_ / DistributedDataParallel with it as usual"
+        )
+    return base(params, **kw)
 
 
 def _base_class(base: str | type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:

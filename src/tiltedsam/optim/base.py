@@ -21,10 +21,29 @@ Non-finite values (``nonfinite=``): ``"raise"`` (default) raises ``FloatingPoint
 ``"skip"`` skips the base step (counted in ``skipped_steps``); in both cases θ is restored first,
 so parameters are never written with NaN/inf.  The check is one host synchronisation per step
 (on the summed losses and the gradient norm); ``"unchecked"`` removes it.
+
+Options every perturbation optimizer shares (keyword-only, passed through the subclasses):
+
+* ``grad_scaler``: a ``torch.amp.GradScaler``; the closure calls ``scaler.scale(loss).backward()``
+  and returns the *unscaled* loss.  Each pass is unscaled before use, an inf/NaN anywhere skips
+  the step (counted in ``skipped_steps``) and the scale is updated once per step
+  (:mod:`tiltedsam.optim._amp`).  Do not call ``scaler.step(opt)`` or ``scaler.update()``.
+* ``max_grad_norm``: clip the *combined* gradient (the one handed to the base optimizer) to this
+  global L2 norm, as ``torch.nn.utils.clip_grad_norm_`` would; the per-pass gradients that
+  shape the perturbations are not clipped.
+* ``distributed`` (``"auto"``, ``"off"``, ``"global"``, ``"per_rank"``) and ``process_group``:
+  data parallelism without DDP's hooks (:mod:`tiltedsam.optim._distributed`); ``"global"``
+  does one all-reduce per pass, ``"per_rank"`` one per step.
+
+Two-phase use (trainers that call ``optimizer.step()`` themselves, e.g. Hugging Face ``Trainer``):
+``compute_gradient(closure)`` runs the passes and leaves the combined gradient in ``p.grad`` with
+θ restored; the next ``step()`` without a closure applies the base step to it.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,7 +51,9 @@ import torch
 from torch import Tensor, nn
 
 from tiltedsam._tensors import global_norm
-from tiltedsam._validation import check_choice, check_optimizer_class
+from tiltedsam._validation import check_choice, check_optimizer_class, check_positive
+from tiltedsam.optim import _distributed as dist_ops
+from tiltedsam.optim._amp import ScalerStep, check_grad_scaler
 
 Closure = Callable[[], Tensor]
 
@@ -60,6 +81,20 @@ class PerturbationOptimizer(torch.optim.Optimizer):
     ``_finish_step``, and report ``passes_per_step`` (closure calls per step).
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        inner = cls.__dict__.get("step")
+        if inner is None:
+            return
+
+        @functools.wraps(inner)
+        def step(self, closure: Closure | None = None):
+            if closure is None and self._prepared:
+                return self._apply_prepared()
+            return inner(self, closure)
+
+        cls.step = step  # type: ignore[method-assign]
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -70,6 +105,10 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         bn_update: str = "first",
         nonfinite: str = "raise",
         seed: int | None = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
+        max_grad_norm: float | None = None,
+        distributed: str = "auto",
+        process_group: Any = None,
         **base_kwargs: Any,
     ) -> None:
         check_optimizer_class("base_optimizer_cls", base_optimizer_cls)
@@ -94,10 +133,30 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         self.step_count = 0
         self.skipped_steps = 0
         self.closure_calls = 0
+        self._prepared = False
+        self._defer = False
+        self.max_grad_norm = (
+            None if max_grad_norm is None else check_positive("max_grad_norm", max_grad_norm)
+        )
         device = self._trainable_params()[0].device if self._trainable_params() else None
+        self.grad_scaler = check_grad_scaler(grad_scaler, device)
+        self._scaler_step = ScalerStep(self.grad_scaler)
+        self.process_group = process_group
+        self.distributed = dist_ops.resolve_mode(distributed, process_group)
+        self._ranks_checked = False
+        self._reached_reduced: Tensor | None = None
         self.generator = torch.Generator(device=device or "cpu")
         # Without a seed, follow torch.manual_seed (without drawing from the global stream).
-        self.generator.manual_seed(torch.initial_seed() if seed is None else int(seed))
+        base_seed = (torch.initial_seed() if seed is None else int(seed)) % 2**63
+        if self.distributed == "global":  # every rank draws the same noise
+            base_seed = dist_ops.broadcast_seed(
+                base_seed, device or torch.device("cpu"), process_group
+            )
+        elif self.distributed == "per_rank":  # each rank its own (m-sharpness)
+            base_seed = (base_seed + dist_ops.rank(process_group)) % 2**63
+        self.generator.manual_seed(base_seed)
+        if self.distributed != "off":
+            dist_ops.broadcast_params(self._trainable_params(), process_group)
 
     # ------------------------------------------------------------------ param bookkeeping
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -155,7 +214,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         if closure is None:
             raise TypeError(
                 "step() requires a closure: def closure(): loss = loss_fn(model(x), y); "
-                "loss.backward(); return loss  (do not zero gradients inside it)"
+                "loss.backward(); return loss  (do not zero gradients inside it). With "
+                "torch.amp.GradScaler, pass grad_scaler=scaler to the optimizer and call "
+                "opt.step(closure) instead of scaler.step(opt)"
             )
         if not callable(closure):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
@@ -166,11 +227,45 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         params = self._trainable_params()
         if not params:
             raise ValueError("the optimizer has no parameter with requires_grad=True")
+        if self.distributed != "off" and not self._ranks_checked:
+            dist_ops.check_ranks_agree(self._rank_settings(params), params[0].device,
+                                       self.process_group)  # fmt: skip
+            self._ranks_checked = True
         torch._foreach_copy_(self._buffer("theta"), params)
         self._pass_in_step = 0
         self._bn_snapshot = None
         self._reached = [False] * len(params)
+        self._reached_reduced = None
+        self._scaler_step.begin()
         return params
+
+    def _rank_settings(self, params: list[Tensor]) -> dict[str, float]:
+        """Numbers that must agree across ranks (checked once, on the first step)."""
+        settings: dict[str, float] = {
+            "trainable parameter tensors": len(params),
+            "trainable parameter count": sum(p.numel() for p in params),
+        }
+        for key, value in self.defaults.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                settings[key] = float(value)
+        for key in ("num_samples", "passes_per_step", "tilt", "delta"):
+            value = getattr(self, key, None)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                settings[key] = float(value) if math.isfinite(value) else 1e300
+        return settings
+
+    def compute_gradient(self, closure: Closure) -> Tensor:
+        """Run this optimizer's passes and leave the combined gradient in ``p.grad`` (θ restored)
+        without stepping; the next ``step()`` without a closure applies the base step to it."""
+        self._defer = True
+        try:
+            return self.step(closure)
+        finally:
+            self._defer = False
+
+    def _apply_prepared(self) -> None:
+        self._prepared = False
+        self.base_optimizer.step()
 
     @torch.no_grad()
     def _restore(self) -> None:
@@ -198,16 +293,37 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                 f"closure must return a scalar loss, got shape {tuple(loss.shape)}; "
                 "reduce it (e.g. .mean()) before returning"
             )
-        has_grad = [p.grad is not None for p in self._trainable_params()]
+        params = self._trainable_params()
+        has_grad = [p.grad is not None for p in params]
         if not any(has_grad):
             raise RuntimeError(
                 "closure produced no gradient for any parameter: call loss.backward() inside it"
             )
         self._reached = [a or b for a, b in zip(self._reached, has_grad, strict=True)]
+        loss = loss.detach().reshape(())
+        if self.distributed == "global":
+            loss = self._average_pass(params, has_grad, loss)
+        self._scaler_step.unscale_([p.grad for p in params if p.grad is not None])
         if self._pass_in_step == 0 and self.bn_update == "first" and self._bn_buffers:
             self._bn_snapshot = [b.detach().clone() for b in self._bn_buffers]
         self._pass_in_step += 1
-        return loss.detach().reshape(())
+        return loss
+
+    def _average_pass(self, params: list[Tensor], has_grad: list[bool], loss: Tensor) -> Tensor:
+        """One all-reduce: gradients, reached flags and the loss, averaged over ranks."""
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flags = torch.tensor(has_grad, dtype=loss.dtype, device=loss.device)
+        extras = dist_ops.average_([p.grad for p in params],
+                                   torch.cat([loss.reshape(1), flags]), self.process_group)  # fmt: skip
+        reached = extras[1:]
+        self._reached_reduced = (
+            reached
+            if self._reached_reduced is None
+            else torch.maximum(self._reached_reduced, reached)
+        )
+        return extras[0]
 
     def _grads(self, params: list[Tensor]) -> list[Tensor]:
         """Current gradients of ``params`` (zeros for a parameter the pass did not reach)."""
@@ -223,24 +339,49 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             torch._foreach_copy_(self._bn_buffers, self._bn_snapshot)
             self._bn_snapshot = None
         self.step_count += 1
-        if self.nonfinite != "unchecked":
-            grad_norms = torch._foreach_norm(grads)
-            total = losses.sum().float() + torch.stack(grad_norms).float().sum()
-            if not bool(torch.isfinite(total)):
-                for p in params:
-                    p.grad = None
-                if self.nonfinite == "raise":
-                    raise FloatingPointError(
-                        f"non-finite loss or gradient at step {self.step_count - 1} "
-                        f"(perturbed losses {losses.tolist()}); parameters were left unchanged. "
-                        "Pass nonfinite='skip' to skip such steps instead."
-                    )
-                self.skipped_steps += 1
-                return False
+        if self.distributed == "per_rank":  # m-sharpness: average the combined result only
+            flags = torch.tensor(self._reached, dtype=losses.dtype, device=losses.device)
+            extras = dist_ops.average_(grads, torch.cat([losses.reshape(-1), flags]),
+                                       self.process_group)  # fmt: skip
+            losses, self._reached_reduced = extras[: losses.numel()], extras[losses.numel() :]
+        # One host synchronisation: finiteness (and, with several ranks, the reached flags).
+        scaler = self._scaler_step
+        check = self.nonfinite != "unchecked" or scaler.active
+        total = None
+        if check:
+            total = losses.sum().float() + torch.stack(torch._foreach_norm(grads)).float().sum()
+            if scaler.found_inf is not None:
+                total = total + scaler.found_inf.sum()
+        reached = self._reached
+        if self._reached_reduced is not None:
+            head = [] if total is None else [total.reshape(1).to(self._reached_reduced)]
+            fetched = torch.cat([*head, self._reached_reduced]).tolist()
+            reached = [flag > 0 for flag in fetched[len(head) :]]
+            finite = math.isfinite(fetched[0]) if head else True
+        else:
+            finite = bool(torch.isfinite(total)) if total is not None else True
+        scaler.update(torch.tensor(0.0 if finite else 1.0))
+        if not finite:
+            for p in params:
+                p.grad = None
+            if self.nonfinite == "raise" and not scaler.active:
+                raise FloatingPointError(
+                    f"non-finite loss or gradient at step {self.step_count - 1} "
+                    f"(perturbed losses {losses.tolist()}); parameters were left unchanged. "
+                    "Pass nonfinite='skip' to skip such steps instead."
+                )
+            self.skipped_steps += 1
+            return False
+        if self.max_grad_norm is not None:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            torch._foreach_mul_(grads, torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
         # A parameter that no pass reached keeps grad None, so the base optimizer skips it
         # (no weight decay, no momentum update), exactly as it would without the wrapper.
-        for p, g, reached in zip(params, grads, self._reached, strict=True):
-            p.grad = g if reached else None
+        for p, g, was_reached in zip(params, grads, reached, strict=True):
+            p.grad = g if was_reached else None
+        if self._defer:
+            self._prepared = True
+            return True
         self.base_optimizer.step()
         return True
 

@@ -1,0 +1,130 @@
+r"""Closures for ``opt.step(closure)`` with gradient accumulation and mixed precision.
+
+A perturbation optimizer calls the closure once per pass and needs, each time, the gradient of
+the *whole* batch at the current (perturbed) point: the ascent direction and the tilted weights
+are computed from it.  So gradient accumulation lives inside the closure: the batch is split into
+k micro-batches and each contributes :math:`\frac{n_i}{N}\nabla \ell_i` to ``p.grad``, which is
+the gradient of the batch mean :math:`\frac1N\sum_i n_i \ell_i` for a ``loss_fn`` that averages
+over its batch.  The optimizer clears the gradients before each pass, never the closure.
+
+BatchNorm sees micro-batches of size n_i, not N: with BatchNorm the update is not the big-batch
+one (as in plain PyTorch accumulation).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from tiltedsam._validation import check_int_at_least
+
+Closure = Callable[[], Tensor]
+
+
+def _first_param_device(model: nn.Module) -> torch.device | None:
+    for p in model.parameters():
+        return p.device
+    return None
+
+
+def _split(value: Any, bounds: Sequence[tuple[int, int]]) -> list[Any]:
+    if isinstance(value, Tensor):
+        return [value[a:b] for a, b in bounds]
+    if isinstance(value, tuple | list):
+        parts = [_split(v, bounds) for v in value]
+        return [type(value)(p[i] for p in parts) for i in range(len(bounds))]
+    if isinstance(value, dict):
+        parts = {k: _split(v, bounds) for k, v in value.items()}
+        return [{k: p[i] for k, p in parts.items()} for i in range(len(bounds))]
+    raise TypeError(f"inputs must be a tensor or a tuple/list/dict of tensors, got {type(value)}")
+
+
+def _devices(value: Any) -> set[torch.device]:
+    if isinstance(value, Tensor):
+        return {value.device}
+    if isinstance(value, tuple | list):
+        return set().union(*(_devices(v) for v in value)) if value else set()
+    if isinstance(value, dict):
+        return set().union(*(_devices(v) for v in value.values())) if value else set()
+    return set()
+
+
+def make_closure(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Tensor], Tensor],
+    inputs: Any,
+    targets: Tensor,
+    *,
+    accumulation_steps: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
+) -> Closure:
+    """A closure computing ``loss_fn(model(inputs), targets)`` and its gradient.
+
+    Args:
+        model: the module (plain, compiled or wrapped in DDP; with DDP every micro-batch but the
+            last runs under ``no_sync()``).
+        loss_fn: a loss that averages over the batch, e.g. ``nn.CrossEntropyLoss()``.
+        inputs: a tensor, or a tuple/list (``model(*inputs)``) or dict (``model(**inputs)``) of
+            tensors, batch first.
+        targets: batch-first targets.
+        accumulation_steps: k >= 1 micro-batches (``torch.tensor_split`` sizes, so N need not
+            be divisible by k); the gradient is that of the full-batch mean.
+        autocast_dtype: e.g. ``torch.bfloat16``: forward and loss under ``torch.autocast``.
+        grad_scaler: the same ``torch.amp.GradScaler`` given to the optimizer: the closure calls
+            ``scaler.scale(loss).backward()`` and returns the unscaled loss.
+
+    Returns a closure returning the detached full-batch loss.
+    """
+    k = check_int_at_least("accumulation_steps", accumulation_steps, 1)
+    total = len(targets)
+    if total < k:
+        raise ValueError(f"accumulation_steps must be in [1, {total}] (the batch size), got {k}")
+    device = _first_param_device(model)
+    data_devices = _devices(inputs) | {targets.device}
+    if device is not None and any(d != device for d in data_devices):
+        found = ", ".join(sorted(str(d) for d in data_devices))
+        raise ValueError(
+            f"the model's parameters are on {device} but inputs/targets are on {found}; "
+            f"move them with .to({str(device)!r})"
+        )
+    sizes = [len(part) for part in torch.tensor_split(torch.arange(total), k)]
+    bounds, start = [], 0
+    for size in sizes:
+        bounds.append((start, start + size))
+        start += size
+    micro_inputs, micro_targets = _split(inputs, bounds), _split(targets, bounds)
+    device_type = (device or torch.device("cpu")).type
+    no_sync = getattr(model, "no_sync", None)
+
+    def closure() -> Tensor:
+        loss_sum = torch.zeros((), device=device)
+        for i, (x, y) in enumerate(zip(micro_inputs, micro_targets, strict=True)):
+            last = i == k - 1
+            sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
+            amp = (
+                torch.autocast(device_type, dtype=autocast_dtype)
+                if autocast_dtype is not None
+                else contextlib.nullcontext()
+            )
+            with sync:
+                with amp:
+                    if isinstance(x, dict):
+                        out = model(**x)
+                    elif isinstance(x, tuple | list):
+                        out = model(*x)
+                    else:
+                        out = model(x)
+                    loss = loss_fn(out, y).float() * (len(y) / total)
+                (grad_scaler.scale(loss) if grad_scaler is not None else loss).backward()
+            loss_sum = loss_sum + loss.detach()
+        return loss_sum
+
+    return closure
+
+
+__all__ = ["make_closure"]
