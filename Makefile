@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -e '.[test,text]'
+	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
