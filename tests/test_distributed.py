@@ -76,3 +76,13 @@ def test_distributed_modes_are_validated():
         TSAM(params, torch.optim.SGD, lr=0.1, distributed="yes")
     with pytest.raises(RuntimeError, match="init_process_group"):
         TSAM(make_model(0).parameters(), torch.optim.SGD, lr=0.1, distributed="global")
+
+
+def test_the_ddp_example_runs_under_torchrun():
+    example = Path(__file__).parents[1] / "examples" / "ddp_tsam.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(example)],
+                          capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "parameters identical on all ranks: True" in done.stdout
