@@ -146,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--rho", type=float, default=0.05, help="SAM ball radius")
     ana.add_argument("--tsam-radius", type=float, default=1.0, help="TSAM noise ball radius")
     ana.add_argument("--seed", type=int, default=0)
+    ana.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="analyze only these optimizer names (e.g. erm sam tsam)",
+    )
+    ana.add_argument("--selected", action="store_true",
+                     help="only each method's configuration selected on validation (a sweep)")  # fmt: skip
     toy = sub.add_parser("toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
     toy.add_argument("--out", default="runs/toy")
     toy.add_argument("--steps", type=int, default=400)
@@ -184,12 +192,25 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> None:
-    from tiltedsam.analysis.runs import analyze_runs, data_of_runs
+    from tiltedsam.analysis.runs import analyze_runs, data_of_runs, selected_labels
 
+    labels = None
+    if args.selected:
+        labels = selected_labels(args.root, args.methods)
+    elif args.methods:
+        labels = [
+            r["method"] for r in _results_of(args.root) if r["config"]["method"] in args.methods
+        ]
     analyze_runs(args.root, data_of_runs(args.root, args.data_path), subset=args.subset, draws=args.draws,
                  deltas=args.deltas, rho=args.rho, tsam_radius=args.tsam_radius,
-                 seed=args.seed)  # fmt: skip
+                 seed=args.seed, labels=labels)  # fmt: skip
     print(Path(args.root, "analysis.md").read_text())
+
+
+def _results_of(root: str):
+    from tiltedsam.experiments.report import load_results
+
+    return load_results(Path(root))
 
 
 def _toy(args: argparse.Namespace) -> None:
