@@ -1,4 +1,4 @@
-r"""TSAM: Tilted Sharpness-Aware Minimization (Li, Zhou, Beirami, Smith; ICLR 2025).
+r"""TSAM: Tilted Sharpness-Aware Minimization (Li, Zhou, Bilmes; ICLR 2025, arXiv 2410.22656).
 
 Objective (paper Eq. 3): :math:`L^t(\theta) = \frac1t \log \mathbb E_\mu[e^{tL(\theta+\varepsilon)}]`.
 One step (paper Algorithm 1) with s perturbations drawn by a sampler (Algorithm 2 = ``ascent``):
@@ -76,7 +76,10 @@ class TSAM(PerturbationOptimizer):
         delta: importance-correction fraction in [0, 1]; weights use exponent (1 − delta)·t.
         tilt_schedule: ``"constant"``, ``"warmup"`` (0 → t) or ``"decay"`` (t → 0) over
             ``total_steps`` optimizer steps.
+        total_steps: length K of a ``"warmup"`` or ``"decay"`` schedule, in optimizer steps.
         model: the module, so BatchNorm statistics update once per step (see ``bn_update``).
+        bn_update: ``"first"`` (with ``model``, only the first pass of a step updates BatchNorm
+            running statistics) or ``"every"`` (every pass does).
         seed: seed of the perturbation generator; default ``torch.initial_seed()``.
         nonfinite: ``"raise"``, ``"skip"`` or ``"unchecked"``.
         **base_kwargs: passed to ``base_optimizer_cls`` (lr, momentum, weight_decay, ...).
