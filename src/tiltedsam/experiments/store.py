@@ -1,7 +1,9 @@
 """Run directories: ``ROOT/runs/<method label>/seed<k>/{config.json,summary.json}``.
 
 ``summary.json`` is written last and atomically (temp file + rename), so a directory holding it
-(with its ``model.pt``) is a finished run; a run whose stored config differs from the requested one is run again.
+(with its ``model.pt``) is a finished run; a run whose stored config differs from the requested
+one is cleared (:func:`clear_run`) and run again.  Every file here is written through a temporary
+file and a rename, so a reader (or a second process) never sees a half-written one.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+
+RESULT_FILES = ("summary.json", "model.pt", "metrics.jsonl")
 
 
 def run_dir(root: Path, label: str, seed: int) -> Path:
@@ -26,6 +30,23 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def clear_run(directory: Path) -> None:
+    """Remove a run's results and checkpoints, before it is trained again from scratch."""
+    from tiltedsam.experiments.checkpoint import remove_checkpoints
+
+    for name in RESULT_FILES:
+        (directory / name).unlink(missing_ok=True)
+    remove_checkpoints(directory / "checkpoint.pt")
 
 
 def load_finished(directory: Path, config: dict[str, Any]) -> dict[str, Any] | None:
