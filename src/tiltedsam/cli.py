@@ -100,7 +100,9 @@ def _config_value(path: str, action: argparse.Action, value: object) -> object:
         try:
             value = action.type(value if isinstance(value, str) else str(value))
         except (ValueError, argparse.ArgumentTypeError) as err:
-            raise ValueError(f"{where}: {err}") from None
+            kind = {int: "an int", float: "a number"}.get(action.type)
+            message = f"{where} must be {kind}, got {value!r}" if kind else f"{where}: {err}"
+            raise ValueError(message) from None
     elif not isinstance(value, str):
         raise ValueError(f"{where} must be a string, got {value!r}")
     if action.choices is not None and value not in action.choices:
