@@ -13,7 +13,8 @@ from tiltedsam.experiments.train import TrainConfig
 # Errors a user can act on from the message alone: printed as ``error: ...``, exit status 2.
 # FloatingPointError is a diverged run (its message says what to change); CheckpointError a
 # damaged checkpoint or one from other settings (its message names the files).
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, CheckpointError, FloatingPointError)
+# OSError: a file that cannot be read or written (the message names it).
+USER_ERRORS = (ValueError, TypeError, OSError, CheckpointError, FloatingPointError)
 
 
 def _seeds(text: str) -> list[int]:
@@ -270,13 +271,26 @@ def _glm(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a usage or input error)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(
+            "\ntiltedsam: interrupted. Finished runs are kept; run the same command again to "
+            "resume the others from their last checkpoint.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         sub = parser._subparsers._group_actions[0].choices[args.command]
         try:
             args = _apply_config(sub, argv, args)
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, OSError) as err:
             print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
             return 2
         args.command = parser.parse_args(argv).command

@@ -73,6 +73,7 @@ def test_a_crash_while_writing_leaves_the_old_checkpoint_intact(tmp_path, monkey
         save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
     assert read_checkpoint(path) == {"epoch": 1}
+    assert not list(tmp_path.glob(".*.tmp")), "the failed write cleaned up after itself"
     assert load_latest(path)[0] == {"epoch": 1}  # a stray temporary file is never read
 
 

@@ -3,6 +3,7 @@ and both end with every result.  Claims die with their process (SIGKILL included
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -134,3 +135,32 @@ def test_a_run_finished_while_claiming_is_not_trained_again(tmp_path, monkeypatc
     monkeypatch.setattr(sweep_module, "train_run", lambda *a, **k: pytest.fail("trained twice"))
     assert sweep_module._run_one(job) == {"ok": 1}
     assert len(calls) == 2 and not (directory / "claim").exists()
+
+
+def test_compare_waits_for_a_run_another_process_holds_and_reads_its_result(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("tiltedsam.experiments.compare")
+    from tiltedsam.experiments.train import TrainConfig
+
+    from .conftest import tiny_data
+
+    config = TrainConfig(model="mlp", epochs=1, batch_size=16)
+    out = tmp_path / "cmp"
+    finished = compare_module.compare(["erm"], config=config, data=tiny_data(), out=tmp_path / "ref",
+                                      progress=False)  # fmt: skip
+    ref_run = tmp_path / "ref" / "runs" / "erm" / "seed0"
+    run = out / "runs" / "erm" / "seed0"
+    claim = claim_run(run)  # "another process" is training erm seed 0 ...
+
+    def finish_and_release():  # ... and finishes it after 0.5 s
+        for name in ("summary.json", "model.pt", "metrics.jsonl"):
+            (run / name).write_bytes((ref_run / name).read_bytes())
+        claim.release()
+
+    monkeypatch.setattr(compare_module, "train_run", lambda *a, **k: pytest.fail("trained twice"))
+    timer = threading.Timer(0.5, finish_and_release)
+    timer.start()
+    start = time.monotonic()
+    results = compare_module.compare(
+        ["erm"], config=config, data=tiny_data(), out=out, progress=False
+    )
+    assert time.monotonic() - start > 0.4 and results == finished

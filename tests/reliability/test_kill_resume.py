@@ -5,6 +5,7 @@ the test process."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import time
@@ -71,3 +72,16 @@ def test_sigkill_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path):
     assert all(torch.equal(got_model[k], want_model[k]) for k in want_model)
     leftovers = sorted(p.name for p in checkpoint.parent.iterdir())
     assert leftovers == ["config.json", "metrics.jsonl", "model.pt", "summary.json"]
+
+
+def test_ctrl_c_in_the_cli_says_how_to_resume(monkeypatch, capsys):
+    compare_module = importlib.import_module("tiltedsam.experiments.compare")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare_module, "compare", interrupted)
+    assert main(["compare", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "run the same command again to resume" in err
+    assert "Traceback" not in err

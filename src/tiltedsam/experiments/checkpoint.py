@@ -76,14 +76,18 @@ def save_checkpoint(payload: Any, path: Path) -> None:
     data = buffer.getbuffer()
     digest = hashlib.sha256(data).hexdigest().encode("ascii")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(MAGIC + digest + b"\n")
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if path.exists():
-        os.replace(path, previous_path(path))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(MAGIC + digest + b"\n")
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            os.replace(path, previous_path(path))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: the checkpoints before stay as they were
+        raise
     _fsync_dir(path.parent)
 
 

@@ -17,6 +17,7 @@ from tiltedsam.experiments.checkpoint import remove_checkpoints
 from tiltedsam.experiments.methods import expand_methods, parse_method
 from tiltedsam.experiments.report import plot_accuracy, summary_table
 from tiltedsam.experiments.store import (
+    claim_run,
     clear_run,
     load_finished,
     run_dir,
@@ -45,7 +46,8 @@ def compare(
 
     Each run also leaves its final weights in ``model.pt`` (for ``tiltedsam analyze``).
     Finished runs with the same settings are read back instead of trained again (``rerun=True``
-    forces training).  Outputs in ``out``: ``runs/<method>/seed<k>/summary.json``,
+    forces training).  Each run directory is claimed while it trains (as in sweeps), so two
+    commands on one output directory never train the same run twice.  Outputs in ``out``: ``runs/<method>/seed<k>/summary.json``,
     ``results.csv`` (one row per run), ``metrics.csv`` (one row per epoch), ``summary.md``
     and ``accuracy.png``.  ``data`` replaces the named data set (e.g. data made by a test).
     """
@@ -82,16 +84,25 @@ def compare(
         if stored is not None:
             results.append(stored["result"])
             continue
-        if rerun or (directory / "summary.json").exists():
-            clear_run(directory)  # --rerun, or a finished run of other settings: replaced
-        write_json_atomic(directory / "config.json", run_config)
-        result = train_run(
-            spec, data, config, seed, progress=progress, position=1,
-            save_model=directory / "model.pt", checkpoint=directory / "checkpoint.pt",
-            metrics=directory / "metrics.jsonl",
-        ).to_dict()  # fmt: skip
-        write_json_atomic(directory / "summary.json", {"config": run_config, "result": result})
-        remove_checkpoints(directory / "checkpoint.pt")  # the finished run keeps model.pt
+        claim = claim_run(directory)  # as in sweeps: never two processes on one run
+        if claim is None:
+            outer.write(f"{spec.label} seed {seed}: another process is training it; waiting")
+            claim = claim_run(directory, wait=True)
+        with claim:
+            stored = None if rerun else load_finished(directory, run_config)
+            if stored is not None:  # the other process finished it
+                results.append(stored["result"])
+                continue
+            if rerun or (directory / "summary.json").exists():
+                clear_run(directory)  # --rerun, or a finished run of other settings: replaced
+            write_json_atomic(directory / "config.json", run_config)
+            result = train_run(
+                spec, data, config, seed, progress=progress, position=1,
+                save_model=directory / "model.pt", checkpoint=directory / "checkpoint.pt",
+                metrics=directory / "metrics.jsonl",
+            ).to_dict()  # fmt: skip
+            write_json_atomic(directory / "summary.json", {"config": run_config, "result": result})
+            remove_checkpoints(directory / "checkpoint.pt")  # the finished run keeps model.pt
         results.append(result)
         outer.write(
             f"{spec.label:>24s} seed {seed}: test acc {100 * result['test_accuracy']:.2f}%  "

@@ -27,7 +27,13 @@ from tiltedsam._validation import check_int_at_least
 from tiltedsam.data import load_dataset
 from tiltedsam.experiments.checkpoint import remove_checkpoints
 from tiltedsam.experiments.methods import parse_method
-from tiltedsam.experiments.store import clear_run, load_finished, run_dir, write_json_atomic
+from tiltedsam.experiments.store import (
+    claim_run,
+    clear_run,
+    load_finished,
+    run_dir,
+    write_json_atomic,
+)
 from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
 
 
@@ -53,81 +59,6 @@ def expand_grid(entries: Sequence[str]) -> list[str]:
     for spec in specs:
         parse_method(spec)  # validate early, before any process starts
     return specs
-
-
-class Claim:
-    """Exclusive ownership of a run directory while it trains (the ``claim`` file in it).
-
-    On POSIX the claim is an ``flock`` on that file: the kernel releases it when its process
-    exits, even on SIGKILL, so a dead sweep's claim never blocks another, and the file's
-    content (the owner's pid) is only informative.  Without ``fcntl`` (Windows) the file is
-    created with ``O_EXCL``.
-    """
-
-    def __init__(self, directory: Path, fd: int) -> None:
-        self.path = directory / "claim"
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        """Give the claim up (unlink the file, then unlock)."""
-        if self._fd is None:
-            return
-        self.path.unlink(missing_ok=True)
-        os.close(self._fd)  # closing the descriptor drops the flock
-        self._fd = None
-
-    def __enter__(self) -> Claim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def claim_run(directory: Path, *, wait: bool = False) -> Claim | None:
-    """Claim ``directory`` for this process; None if a live process holds it (``wait=False``).
-
-    With ``wait=True``, block until the holder is done.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        return _claim_exclusive(directory, wait)
-    path = directory / "claim"
-    while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        # The holder we waited for may have unlinked the file before unlocking it: only a lock
-        # on the file that is at ``path`` now counts.
-        try:
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            return Claim(directory, fd)
-        os.close(fd)
-
-
-def _claim_exclusive(directory: Path, wait: bool) -> Claim | None:  # pragma: no cover
-    """Without ``flock``: an ``O_EXCL`` file; a leftover one must be removed by hand."""
-    path = directory / "claim"
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        if not wait:
-            return None
-        raise RuntimeError(
-            f"{path} is held by another sweep, or was left by one that died: delete it if no "
-            "sweep is running on this directory"
-        ) from None
-    os.write(fd, str(os.getpid()).encode())
-    return Claim(directory, fd)
 
 
 def _run_one(job: dict[str, Any], wait: bool = False) -> dict[str, Any] | None:
