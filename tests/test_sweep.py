@@ -8,7 +8,7 @@ import pytest
 
 from tiltedsam.cli import load_config_file, main
 from tiltedsam.experiments.report import select_on_validation, write_sweep_report
-from tiltedsam.experiments.sweep import _claim, expand_grid, sweep
+from tiltedsam.experiments.sweep import claim_run, expand_grid, sweep
 from tiltedsam.experiments.train import TrainConfig
 
 
@@ -59,10 +59,14 @@ def test_sweep_selects_on_validation_skips_finished_and_reports(tmp_path, mnist_
 
 
 def test_claims_prevent_double_work(tmp_path):
-    assert _claim(tmp_path / "run")
-    assert not _claim(tmp_path / "run")  # held by this (live) process
-    (tmp_path / "run" / "claim").write_text("999999999")  # a dead pid: stale claim
-    assert _claim(tmp_path / "run")
+    claim = claim_run(tmp_path / "run")
+    assert claim is not None
+    assert claim_run(tmp_path / "run") is None  # held (flock) by a live owner
+    claim.release()
+    (tmp_path / "run" / "claim").write_text("999999999")  # a leftover file holds no lock
+    again = claim_run(tmp_path / "run")
+    assert again is not None
+    again.release()
 
 
 def test_report_command_and_missing_dir(tmp_path, capsys):

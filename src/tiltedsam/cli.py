@@ -7,16 +7,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tiltedsam.experiments.checkpoint import CheckpointError
 from tiltedsam.experiments.train import TrainConfig
+
+# Errors a user can act on from the message alone: printed as ``error: ...``, exit status 2.
+# FloatingPointError is a diverged run (its message says what to change); CheckpointError a
+# damaged checkpoint or one from other settings (its message names the files).
+# OSError: a file that cannot be read or written (the message names it).
+USER_ERRORS = (ValueError, TypeError, OSError, CheckpointError, FloatingPointError)
 
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--seeds must be comma-separated ints, got {text!r}"
         ) from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds must list at least one int >= 0, got {text!r}")
+    return seeds
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -28,14 +38,20 @@ def load_config_file(path: str | Path) -> dict:
     if path.suffix == ".toml":
         import tomllib
 
-        with open(path, "rb") as handle:
-            values = tomllib.load(handle)
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML: {err}") from None
     elif path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     else:
         raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
     if not isinstance(values, dict):
@@ -52,14 +68,47 @@ def _apply_config(
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{args.config}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    for key in ("seeds", "select_seeds"):
-        if isinstance(values.get(key), list):
-            values[key] = [int(v) for v in values[key]]
-    for key in ("deltas", "tilts"):
-        if isinstance(values.get(key), list):
-            values[key] = [float(v) for v in values[key]]
+    actions = {a.dest: a for a in sub._actions}
+    for key, value in values.items():
+        values[key] = _config_value(args.config, actions[key], value)
     sub.set_defaults(**values)
     return sub.parse_args(list(argv)[1:] if argv is not None else sys.argv[2:])
+
+
+def _config_value(path: str, action: argparse.Action, value: object) -> object:
+    """A config-file value checked (and converted) as its flag would be; errors name the file."""
+    flag = action.option_strings[-1] if action.option_strings else action.dest
+    where = f"{path}: key {action.dest!r} ({flag})"
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if action.nargs == "+":
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, str) for v in items):
+            raise ValueError(f"{where} must be a string or a list of strings, got {value!r}")
+        return items
+    if value is None:
+        return None
+    if isinstance(value, list) and action.type in (_seeds, _floats):
+        value = ",".join(str(v) for v in value)
+    if action.type in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        if action.type is int and isinstance(value, float):
+            raise ValueError(f"{where} must be an int, got {value!r}")
+    if action.type is not None:
+        try:
+            value = action.type(value if isinstance(value, str) else str(value))
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            kind = {int: "an int", float: "a number"}.get(action.type)
+            message = f"{where} must be {kind}, got {value!r}" if kind else f"{where}: {err}"
+            raise ValueError(message) from None
+    elif not isinstance(value, str):
+        raise ValueError(f"{where} must be a string, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{where} must be one of {list(action.choices)}, got {value!r}")
+    return value
 
 
 def _add_training_args(cmd: argparse.ArgumentParser) -> None:
@@ -243,13 +292,26 @@ def _glm(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a usage or input error)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(
+            "\ntiltedsam: interrupted. Finished runs are kept; run the same command again to "
+            "resume the others from their last checkpoint.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         sub = parser._subparsers._group_actions[0].choices[args.command]
         try:
             args = _apply_config(sub, argv, args)
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, OSError) as err:
             print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
             return 2
         args.command = parser.parse_args(argv).command
@@ -271,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 val_size=_val_size(args.val_size),
                 train_subset=args.train_subset,
             )
-        except (ValueError, TypeError, FileNotFoundError) as err:
+        except USER_ERRORS as err:
             print(f"tiltedsam compare: error: {err}", file=sys.stderr)
             return 2
         print((Path(args.out) / "summary.md").read_text())
@@ -280,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm, "sweep": _sweep, "report": _report}
     try:
         handlers[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except USER_ERRORS as err:
         print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -137,9 +137,18 @@ class TiltedAccumulator:
         return torch.exp(self.t * diff)
 
     @torch.no_grad()
-    def add(self, loss: Tensor, grads: list[Tensor]) -> None:
-        """Fold in one perturbed loss and its gradients.  ``grads`` are scaled in place."""
+    def add(self, loss: Tensor, grads: list[Tensor], valid: Tensor | None = None) -> None:
+        """Fold in one perturbed loss and its gradients.  ``grads`` are scaled in place.
+
+        ``valid`` (a 0-dim bool tensor) marks whether the sample counts: a sample with
+        ``valid=False`` gets weight 0 (it changes neither the max, the normaliser nor the sum;
+        its loss and gradients may be NaN or inf, they are zeroed in place).  Once any sample
+        was added with ``valid``, pass it for every later one.
+        """
         loss = loss.detach().to(torch.float64 if loss.dtype == torch.float64 else torch.float32)
+        if valid is not None:
+            self._add_masked(loss, grads, valid)
+            return
         self.losses.append(loss)
         self.num_samples += 1
         if self._max is None:
@@ -154,6 +163,32 @@ class TiltedAccumulator:
         new_max = torch.maximum(self._max, loss)
         old_scale = self._factor(self._max - new_max)
         new_scale = self._factor(loss - new_max)
+        self._norm = self._norm * old_scale + new_scale
+        torch._foreach_mul_(self._sum, old_scale)
+        torch._foreach_mul_(grads, new_scale)
+        torch._foreach_add_(self._sum, grads)
+        self._max = new_max
+
+    def _add_masked(self, loss: Tensor, grads: list[Tensor], valid: Tensor) -> None:
+        self.losses.append(loss)
+        self.num_samples += 1
+        valid = valid.to(device=loss.device, dtype=torch.bool)
+        masked = torch.where(valid, loss, torch.full_like(loss, -math.inf))
+        for g in grads:
+            g.masked_fill_(~valid.to(g.device), 0.0)
+        if self._max is None:
+            self._max = masked
+            self._norm = valid.to(loss.dtype)
+            if self._buffers is None:
+                self._sum = [g.clone() for g in grads]
+            else:
+                torch._foreach_copy_(self._buffers, grads)
+                self._sum = self._buffers
+            return
+        new_max = torch.maximum(self._max, masked)
+        # While no sample counted yet, the max is -inf and the sums are 0: any finite scale works.
+        old_scale = self._factor(torch.where(self._max > -math.inf, self._max - new_max, 0.0))
+        new_scale = self._factor(torch.where(valid, loss - new_max, 0.0)) * valid
         self._norm = self._norm * old_scale + new_scale
         torch._foreach_mul_(self._sum, old_scale)
         torch._foreach_mul_(grads, new_scale)

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tiltedsam.experiments.store import write_text_atomic
+
+
+def _savefig_atomic(fig: Any, path: Path) -> None:
+    """Save a figure as PNG through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -73,7 +84,7 @@ def plot_accuracy(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_ylim(max(min(finite), top - 30), min(100, top + 2))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _savefig_atomic(fig, path)
     plt.close(fig)
 
 
@@ -140,7 +151,7 @@ def write_sweep_report(root: str | Path) -> str:
     lines += ["All configurations:", "", header]
     lines += [_row(label, runs) for label, runs in groups.items()]
     text = "\n".join(lines) + "\n"
-    (root / "report.md").write_text(text)
+    write_text_atomic(root / "report.md", text)
     chosen = [r for r in results if r["method"] in set(selected.values())] or list(results)
     plot_accuracy(chosen, root / "accuracy_vs_epoch.png")
     _plot_tilt(results, root / "accuracy_vs_t.png")
@@ -185,7 +196,7 @@ def _plot_tilt(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path)
+    _savefig_atomic(fig, path)
     plt.close(fig)
 
 
@@ -283,5 +294,5 @@ def _plot_wall(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(range(len(names)), [n[:18] for n in names], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("training wall time (s)")
     fig.tight_layout()
-    fig.savefig(path)
+    _savefig_atomic(fig, path)
     plt.close(fig)

@@ -273,7 +273,21 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         torch._foreach_copy_(self._trainable_params(), self._buffer("theta"))
 
     def _evaluate(self, closure: Closure) -> Tensor:
-        """One pass: clear grads, run the closure with grad enabled, check and return the loss."""
+        """One pass: clear grads, run the closure with grad enabled, check and return the loss.
+
+        If the closure (or a check) raises, θ and the BatchNorm statistics are restored first:
+        an exception never leaves the parameters at a perturbed point.
+        """
+        try:
+            return self._evaluate_pass(closure)
+        except BaseException:
+            self._restore()
+            if self._bn_snapshot is not None:
+                torch._foreach_copy_(self._bn_buffers, self._bn_snapshot)
+                self._bn_snapshot = None
+            raise
+
+    def _evaluate_pass(self, closure: Closure) -> Tensor:
         for p in self._trainable_params():
             p.grad = None
         with torch.enable_grad():
