@@ -25,6 +25,7 @@ import math
 import torch
 from torch import Tensor
 
+from tiltedsam._tensors import no_grad
 from tiltedsam._validation import check_tilt
 
 __all__ = [
@@ -108,67 +109,85 @@ def effective_sample_size(weights: Tensor) -> Tensor:
 class TiltedAccumulator:
     r"""Streaming :math:`\sum_j \mathrm{softmax}(tL)_j\, g_j` that folds in one (loss, gradient) pair at a time.
 
-    ``buffers`` (optional, shaped like ``grads``) receive the running sum, so a caller can reuse
-    preallocated memory across steps.
+    ``buffers`` (optional, shaped like ``grads``) receive the running average, so a caller can
+    reuse preallocated memory across steps.
 
-    Keeps the running max :math:`m` of the losses, :math:`S = \sum_j e^{t(L_j - m)}` and the
-    gradient buffers :math:`A = \sum_j e^{t(L_j - m)} g_j`; when a new loss raises the max to
-    :math:`m'`, the old terms are rescaled by :math:`e^{t(m - m')}`.  Memory is one gradient-sized
-    buffer, independent of the number of samples.  All arithmetic stays on the device: no
-    host synchronisation.
+    Keeps :math:`\ell = \log\sum_{k\le j} e^{tL_k}` (``torch.logaddexp``, so no exponential
+    of an unshifted :math:`tL` is taken) and the normalised running average
+    :math:`A_j = \sum_{k\le j} \mathrm{softmax}(tL_{1..j})_k\, g_k`, updated in one pass over
+    the gradient memory: :math:`A_j = A_{j-1} + w_j (g_j - A_{j-1})` (``torch._foreach_lerp_``, 0-dim weights, no ``.item()``)
+    with :math:`w_j = e^{tL_j - \ell_j}`, the new sample's weight among the first j.  Memory is
+    one gradient-sized buffer, independent of the number of samples; all arithmetic stays on
+    the device (no host synchronisation).
 
-    With ``t = inf`` the factor :math:`e^{t x}` (``x <= 0``) becomes the indicator ``x == 0``,
-    so ``A / S`` is the mean gradient over the samples that tie for the largest loss.
+    ``t = 0`` uses the exact weight :math:`1/j` (a Python float); ``t = inf`` keeps the running
+    max and the number of samples tying for it, so :math:`A` is the mean gradient over the
+    samples that tie for the largest loss.  The first sample is copied, so with one sample the
+    result is its gradient bit for bit.
     """
 
     def __init__(self, t: float, buffers: list[Tensor] | None = None) -> None:
         self.t = check_tilt(t)
         self._buffers = buffers
         self.num_samples = 0
-        self._max: Tensor | None = None
-        self._norm: Tensor | None = None
+        self._log_sum: Tensor | None = None  # log Σ e^{tL} (finite t > 0)
+        self._max: Tensor | None = None  # running max (t = inf)
+        self._ties: Tensor | None = None  # samples tying for the max (t = inf)
         self._sum: list[Tensor] | None = None
         self.losses: list[Tensor] = []
 
-    def _factor(self, diff: Tensor) -> Tensor:
-        """``exp(t * diff)`` for ``diff <= 0``; exact 1 at t=0, indicator at t=inf."""
-        if math.isinf(self.t):
-            return (diff == 0).to(diff.dtype)
-        return torch.exp(self.t * diff)
-
-    @torch.no_grad()
+    @no_grad
     def add(self, loss: Tensor, grads: list[Tensor]) -> None:
-        """Fold in one perturbed loss and its gradients.  ``grads`` are scaled in place."""
+        """Fold in one perturbed loss and its gradients (``grads`` are read, not modified)."""
         loss = loss.detach().to(torch.float64 if loss.dtype == torch.float64 else torch.float32)
         self.losses.append(loss)
         self.num_samples += 1
-        if self._max is None:
-            self._max = loss.clone()
-            self._norm = torch.ones_like(loss)
+        if self._sum is None:
             if self._buffers is None:
                 self._sum = [g.clone() for g in grads]
             else:
                 torch._foreach_copy_(self._buffers, grads)
                 self._sum = self._buffers
+            if math.isinf(self.t):
+                self._max, self._ties = loss.clone(), torch.ones_like(loss)
+            elif self.t > 0:
+                self._log_sum = self.t * loss
             return
-        new_max = torch.maximum(self._max, loss)
-        old_scale = self._factor(self._max - new_max)
-        new_scale = self._factor(loss - new_max)
-        self._norm = self._norm * old_scale + new_scale
-        torch._foreach_mul_(self._sum, old_scale)
-        torch._foreach_mul_(grads, new_scale)
-        torch._foreach_add_(self._sum, grads)
-        self._max = new_max
+        if self.t == 0.0:
+            torch._foreach_lerp_(self._sum, grads, 1.0 / self.num_samples)
+            return
+        if math.isinf(self.t):
+            above, tie = loss > self._max, loss == self._max
+            self._ties = torch.where(above, torch.ones_like(self._ties), self._ties + tie)
+            weight = torch.where(above | tie, 1.0 / self._ties, torch.zeros_like(loss))
+            self._max = torch.maximum(self._max, loss)
+        else:
+            scaled = self.t * loss
+            self._log_sum = torch.logaddexp(self._log_sum, scaled)
+            weight = torch.exp(scaled - self._log_sum)
+        # A list of 0-dim weights (the ``.List`` overload): a 0-dim tensor passed as a single
+        # weight would be read on the host (``.item()``), a synchronisation on CUDA.
+        weight = weight.to(self._sum[0].dtype)
+        torch._foreach_lerp_(self._sum, grads, [weight] * len(self._sum))
 
-    @torch.no_grad()
+    @no_grad
     def result(self) -> list[Tensor]:
-        r"""The tilted average :math:`A/S` of the gradients folded in so far."""
+        r"""The tilted average of the gradients folded in so far (the running buffer itself)."""
         if self._sum is None:
             raise RuntimeError("TiltedAccumulator.result() called before any add()")
-        inv = 1.0 / self._norm
-        torch._foreach_mul_(self._sum, inv)
-        self._norm = torch.ones_like(self._norm)
         return self._sum
 
     def stacked_losses(self) -> Tensor:
         return torch.stack(self.losses)
+
+    def log_mean_exp(self, losses: Tensor | None = None) -> Tensor:
+        r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j}` at this accumulator's t (mean at t = 0, max
+        at t = inf), from the running state: a few scalar operations, no pass over the losses
+        except at t = 0 (``losses``: the stacked losses, if the caller has them)."""
+        if not self.losses:
+            raise RuntimeError("TiltedAccumulator.log_mean_exp() called before any add()")
+        if math.isinf(self.t):
+            return self._max
+        if self.t == 0.0:
+            return (self.stacked_losses() if losses is None else losses).mean()
+        return (self._log_sum - math.log(self.num_samples)) / self.t

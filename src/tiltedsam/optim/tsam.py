@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -49,15 +50,25 @@ from tiltedsam.tilt import (
 
 @dataclass
 class StepDiagnostics:
-    """What the last step saw.  Tensors stay on the device (read them when you need them)."""
+    """What the last step saw.  Tensors stay on the device (read them when you need them);
+    ``weights`` and ``effective_sample_size`` are computed from ``losses`` on first access, so
+    a step that nobody inspects does not pay for them."""
 
     tilt: float
     weight_tilt: float
     losses: Tensor
-    weights: Tensor
-    effective_sample_size: Tensor
     objective: Tensor
     took_step: bool
+
+    @cached_property
+    def weights(self) -> Tensor:
+        """The tilted weights softmax(weight_tilt · L) of the step's samples."""
+        return tilted_weights(self.losses, self.weight_tilt)
+
+    @cached_property
+    def effective_sample_size(self) -> Tensor:
+        """Kish effective sample size 1/Σw² of ``weights``."""
+        return effective_sample_size(self.weights)
 
 
 class TSAM(PerturbationOptimizer):
@@ -161,17 +172,15 @@ class TSAM(PerturbationOptimizer):
             self._restore()
         grads = accumulator.result()
         losses = accumulator.stacked_losses()
-        objective = tilted_objective(losses, t)
-        weights = tilted_weights(losses, weight_tilt)
+        # With weight tilt = t (delta = 0, the default) the accumulator's running log-sum-exp
+        # already holds the objective: a few scalar ops instead of a pass over the losses.
+        if weight_tilt == t:
+            objective = accumulator.log_mean_exp(losses)
+        else:
+            objective = tilted_objective(losses, t)
         took = self._finish_step(params, grads, losses)
         self.last_step = StepDiagnostics(
-            tilt=t,
-            weight_tilt=weight_tilt,
-            losses=losses,
-            weights=weights,
-            effective_sample_size=effective_sample_size(weights),
-            objective=objective,
-            took_step=took,
+            tilt=t, weight_tilt=weight_tilt, losses=losses, objective=objective, took_step=took
         )
         return objective
 
