@@ -10,6 +10,7 @@ from tiltedsam.optim import (
     FrobSAM,
     PerturbationOptimizer,
     TraceSAM,
+    TSAMResample,
     create_optimizer,
 )
 from tiltedsam.samplers import AscentSampler, HMCSampler, UniformSampler
@@ -38,6 +39,7 @@ __all__ = [
     "FrobSAM",
     "HMCSampler",
     "PerturbationOptimizer",
+    "TSAMResample",
     "TiltSchedule",
     "TiltedAccumulator",
     "TraceSAM",

@@ -112,29 +112,34 @@ class TiltedAccumulator:
     ``buffers`` (optional, shaped like ``grads``) receive the running average, so a caller can
     reuse preallocated memory across steps.
 
-    Keeps :math:`\ell = \log\sum_{k\le j} e^{tL_k}` (``torch.logaddexp``, so no exponential
-    of an unshifted :math:`tL` is taken) and the normalised running average
+    Keeps the running max :math:`m` of the losses and :math:`S = \sum_{k\le j} e^{t(L_k - m)}`,
+    so no exponential of an unshifted :math:`tL` is taken, and the *normalised* running average
     :math:`A_j = \sum_{k\le j} \mathrm{softmax}(tL_{1..j})_k\, g_k`, updated in one pass over
-    the gradient memory: :math:`A_j = A_{j-1} + w_j (g_j - A_{j-1})` (``torch._foreach_lerp_``, 0-dim weights, no ``.item()``)
-    with :math:`w_j = e^{tL_j - \ell_j}`, the new sample's weight among the first j.  Memory is
-    one gradient-sized buffer, independent of the number of samples; all arithmetic stays on
-    the device (no host synchronisation).
+    the gradient memory: :math:`A_j = A_{j-1} + w_j (g_j - A_{j-1})` (``torch._foreach_lerp_``
+    with 0-dim tensor weights, no ``.item()``), :math:`w_j = e^{t(L_j - m_j)}/S_j` being the new
+    sample's weight among the first j.  Memory is one gradient-sized buffer, independent of the
+    number of samples; all arithmetic stays on the device (no host synchronisation).
 
-    ``t = 0`` uses the exact weight :math:`1/j` (a Python float); ``t = inf`` keeps the running
-    max and the number of samples tying for it, so :math:`A` is the mean gradient over the
-    samples that tie for the largest loss.  The first sample is copied, so with one sample the
-    result is its gradient bit for bit.
+    ``t = 0`` uses the exact weight :math:`1/j` (a Python float); with ``t = inf`` the factor
+    :math:`e^{t x}` (``x <= 0``) becomes the indicator ``x == 0``, so :math:`A` is the mean
+    gradient over the samples that tie for the largest loss.  The first sample is copied, so
+    with one sample the result is its gradient bit for bit.
     """
 
     def __init__(self, t: float, buffers: list[Tensor] | None = None) -> None:
         self.t = check_tilt(t)
         self._buffers = buffers
         self.num_samples = 0
-        self._log_sum: Tensor | None = None  # log Σ e^{tL} (finite t > 0)
-        self._max: Tensor | None = None  # running max (t = inf)
-        self._ties: Tensor | None = None  # samples tying for the max (t = inf)
+        self._max: Tensor | None = None
+        self._norm: Tensor | None = None
         self._sum: list[Tensor] | None = None
         self.losses: list[Tensor] = []
+
+    def _factor(self, diff: Tensor) -> Tensor:
+        """``exp(t * diff)`` for ``diff <= 0``; exact 1 at t=0, indicator at t=inf."""
+        if math.isinf(self.t):
+            return (diff == 0).to(diff.dtype)
+        return torch.exp(self.t * diff)
 
     @no_grad
     def add(self, loss: Tensor, grads: list[Tensor]) -> None:
@@ -148,26 +153,18 @@ class TiltedAccumulator:
             else:
                 torch._foreach_copy_(self._buffers, grads)
                 self._sum = self._buffers
-            if math.isinf(self.t):
-                self._max, self._ties = loss.clone(), torch.ones_like(loss)
-            elif self.t > 0:
-                self._log_sum = self.t * loss
+            self._max, self._norm = loss, torch.ones_like(loss)
             return
         if self.t == 0.0:
             torch._foreach_lerp_(self._sum, grads, 1.0 / self.num_samples)
             return
-        if math.isinf(self.t):
-            above, tie = loss > self._max, loss == self._max
-            self._ties = torch.where(above, torch.ones_like(self._ties), self._ties + tie)
-            weight = torch.where(above | tie, 1.0 / self._ties, torch.zeros_like(loss))
-            self._max = torch.maximum(self._max, loss)
-        else:
-            scaled = self.t * loss
-            self._log_sum = torch.logaddexp(self._log_sum, scaled)
-            weight = torch.exp(scaled - self._log_sum)
+        new_max = torch.maximum(self._max, loss)
+        new_scale = self._factor(loss - new_max)
+        self._norm = torch.addcmul(new_scale, self._norm, self._factor(self._max - new_max))
+        self._max = new_max
         # A list of 0-dim weights (the ``.List`` overload): a 0-dim tensor passed as a single
         # weight would be read on the host (``.item()``), a synchronisation on CUDA.
-        weight = weight.to(self._sum[0].dtype)
+        weight = (new_scale / self._norm).to(self._sum[0].dtype)
         torch._foreach_lerp_(self._sum, grads, [weight] * len(self._sum))
 
     @no_grad
@@ -181,13 +178,13 @@ class TiltedAccumulator:
         return torch.stack(self.losses)
 
     def log_mean_exp(self, losses: Tensor | None = None) -> Tensor:
-        r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j}` at this accumulator's t (mean at t = 0, max
-        at t = inf), from the running state: a few scalar operations, no pass over the losses
-        except at t = 0 (``losses``: the stacked losses, if the caller has them)."""
+        r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j} = m + \log(S/n)/t` at this accumulator's t
+        (mean at t = 0, max at t = inf) from the running state: a few scalar operations
+        (at t = 0 the mean of ``losses``, the stacked losses if the caller has them)."""
         if not self.losses:
             raise RuntimeError("TiltedAccumulator.log_mean_exp() called before any add()")
-        if math.isinf(self.t):
-            return self._max
         if self.t == 0.0:
             return (self.stacked_losses() if losses is None else losses).mean()
-        return (self._log_sum - math.log(self.num_samples)) / self.t
+        if math.isinf(self.t):
+            return self._max
+        return self._max + (torch.log(self._norm) - math.log(self.num_samples)) / self.t

@@ -48,7 +48,8 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
-    """What a run measured.  ``wall_time`` counts training steps only, not evaluation."""
+    """What a run measured.  ``wall_time`` counts training steps only, not evaluation;
+    ``cpu_time`` is the process CPU time of the same steps (robust to a shared machine)."""
 
     method: str
     seed: int
@@ -61,6 +62,7 @@ class RunResult:
     closure_calls: int
     history: list[dict[str, float]] = field(default_factory=list)
     val_accuracy: float | None = None
+    cpu_time: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +131,7 @@ def train_run(
     total_steps = steps_per_epoch * epochs
     if method.name in SEEDED:
         kwargs.setdefault("seed", seed)
-    if method.name in ("tsam", "tsam-naive"):
+    if method.name in ("tsam", "tsam-naive", "tsam-resample"):
         if kwargs.get("tilt_schedule", "constant") != "constant":
             kwargs.setdefault("total_steps", total_steps)
     if method.name != "erm":
@@ -152,7 +154,7 @@ def train_run(
     order = torch.Generator().manual_seed(seed)
     augment_gen = torch.Generator().manual_seed(seed + 1)
     history: list[dict[str, float]] = []
-    wall = 0.0
+    wall = cpu = 0.0
     start_epoch = 0
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
@@ -164,6 +166,7 @@ def train_run(
         augment_gen.set_state(state["augment_rng"])
         torch.set_rng_state(state["torch_rng"])
         history, wall, start_epoch = state["history"], state["wall_time"], state["epoch"]
+        cpu = history[-1].get("cpu_time", 0.0) if history else 0.0
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
@@ -180,16 +183,17 @@ def train_run(
         model.train()
         perm = torch.randperm(len(data.x_train), generator=order)
         step_losses = torch.zeros(())
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for first in range(0, len(perm), config.batch_size):
             idx = perm[first : first + config.batch_size]
             inputs, targets = data.x_train[idx], data.y_train[idx]
             if data.augment == "crop_flip":
                 inputs = random_crop_flip(inputs, augment_gen, data.pad_value)
 
-            def closure(inputs=inputs, targets=targets):
+            def closure(inputs=inputs, targets=targets, backward=True):
                 loss = loss_fn(model(inputs), targets)
-                loss.backward()
+                if backward:  # tsam-resample scores perturbations with backward=False
+                    loss.backward()
                 return loss
 
             optimizer.zero_grad(set_to_none=True)
@@ -198,6 +202,7 @@ def train_run(
                 scheduler.step()
             bar.update(1)
         wall += time.perf_counter() - start
+        cpu += time.process_time() - cpu_start
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
         record = {
             "epoch": epoch + 1,
@@ -205,6 +210,7 @@ def train_run(
             "test_loss": test_loss,
             "test_accuracy": test_acc,
             "wall_time": wall,
+            "cpu_time": cpu,
         }
         if data.x_val is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, data.x_val, data.y_val)
@@ -243,6 +249,7 @@ def train_run(
         train_loss=train_loss,
         train_accuracy=train_acc,
         wall_time=wall,
+        cpu_time=cpu,
         steps=total_steps,
         closure_calls=calls,
         history=history,
