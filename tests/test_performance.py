@@ -118,15 +118,14 @@ def _resample_opt(model, ascent, t, s, **kw):
 
 
 def _force(index):
-    """A ``_gumbel`` replacement that makes sample ``index`` win (and draws nothing)."""
-    calls = []
+    """A ``_gumbels`` replacement that makes sample ``index`` win (and draws nothing)."""
 
-    def gumbel(self, like):
-        j = len(calls)
-        calls.append(j)
-        return torch.full((), 1e6 if j == index else -1e6, dtype=like.dtype)
+    def gumbels(self, n, device, dtype):
+        values = torch.full((n,), -1e6, dtype=dtype, device=device)
+        values[index] = 1e6
+        return values
 
-    return gumbel
+    return gumbels
 
 
 def _brute_force(model, x, y, ascent, t, s, rho=0.3, radius=0.5, seed=11):
@@ -184,7 +183,7 @@ def test_resample_expectation_is_the_tilted_gradient(float64, monkeypatch, ascen
     expected = [sum(weights[j] * grads[j][i] for j in range(s)) for i in range(len(grads[0]))]
     installed = []
     for j in range(s):
-        monkeypatch.setattr(TSAMResample, "_gumbel", _force(j))
+        monkeypatch.setattr(TSAMResample, "_gumbels", _force(j))
         opt = _resample_opt(model, ascent, t, s)
         opt.step(closure_with_flag(model, x, y))
         assert int(opt.last_step.selected) == j
@@ -196,6 +195,20 @@ def test_resample_expectation_is_the_tilted_gradient(float64, monkeypatch, ascen
     torch.testing.assert_close(opt.last_step.weights, weights, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("ascent", ["shared", "none"])
+def test_resample_at_infinite_tilt_takes_the_largest_scored_loss(float64, ascent):
+    x, y = make_regression()
+    model = make_mlp()
+    losses, grads = _brute_force(model, x, y, ascent, math.inf, 5)
+    opt = _resample_opt(model, ascent, math.inf, 5)
+    opt._gumbels = lambda n, device, dtype: torch.zeros(n, dtype=dtype)  # the noise stream only
+    opt.step(closure_with_flag(model, x, y))
+    j = int(losses.argmax())
+    assert int(opt.last_step.selected) == j
+    installed = [p.grad for p in model.parameters()]
+    torch.testing.assert_close(flat(installed), flat(grads[j]), rtol=1e-10, atol=1e-12)
+
+
 def test_resample_draws_indices_with_the_tilted_probabilities(float64, monkeypatch):
     """With θ and the noise fixed, the streamed Gumbel-max choice follows softmax(t·L)."""
     x, y = make_regression()
@@ -204,11 +217,10 @@ def test_resample_draws_indices_with_the_tilted_probabilities(float64, monkeypat
     opt = _resample_opt(model, "none", t, s)
     selection = torch.Generator().manual_seed(5)
 
-    def gumbel(self, like):
-        u = torch.rand((), generator=selection, dtype=like.dtype)
-        return -torch.log(-torch.log(u))
+    def gumbels(self, n, device, dtype):
+        return -torch.log(-torch.log(torch.rand(n, generator=selection, dtype=dtype)))
 
-    monkeypatch.setattr(TSAMResample, "_gumbel", gumbel)
+    monkeypatch.setattr(TSAMResample, "_gumbels", gumbels)
     noise_state = opt.generator.get_state()
     counts = torch.zeros(s)
     closure = closure_with_flag(model, x, y)

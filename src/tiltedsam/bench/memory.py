@@ -16,6 +16,7 @@ of the caching allocator's allocated bytes directly (:func:`cuda_peak_bytes`).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -109,9 +110,20 @@ def tensors_of(*objects: Any) -> list[Tensor]:
 
 def cpu_peak_bytes(step: Callable[[], Any], *holders: Any) -> tuple[int, int]:
     """(bytes alive before, peak bytes alive during) one call of ``step``, counting the
-    tensors of ``holders`` (see :func:`tensors_of`) and everything the step allocates."""
-    with LiveTensorBytes(tensors_of(*holders)) as tracker:
-        step()
+    tensors of ``holders`` (see :func:`tensors_of`) and everything the step allocates.
+
+    Python's cyclic garbage collector is run before and disabled during the step: otherwise a
+    collection that happens to fall inside the step frees cyclic garbage at a random op and
+    the peak varies from run to run."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        with LiveTensorBytes(tensors_of(*holders)) as tracker:
+            step()
+    finally:
+        if enabled:
+            gc.enable()
     return tracker.start, tracker.peak
 
 

@@ -44,7 +44,9 @@ BENCH_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
     "resnet18": ((3, 32, 32), 8),
 }
 METHODS = ("erm", "sam", "tsam", "official", "resample")
-SAMPLE_METHODS = ("tsam", "official", "resample")
+# tsam-resample's other ascent variants (the default, "resample", is ascent="shared").
+EXTRA_METHODS = ("resample-selected", "resample-none")
+SAMPLE_METHODS = ("tsam", "official", "resample", *EXTRA_METHODS)
 BASE_KWARGS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
 
@@ -61,7 +63,9 @@ class Case:
     @property
     def passes(self) -> int:
         """Forward+backward passes (closure calls) of one step; resample: s of them forward only."""
-        return {"erm": 1, "sam": 2, "resample": self.s + 2}.get(self.method, 2 * self.s)
+        if self.method.startswith("resample"):
+            return self.s + (1 if self.method == "resample-none" else 2)
+        return {"erm": 1, "sam": 2}.get(self.method, 2 * self.s)
 
 
 @dataclass
@@ -114,16 +118,18 @@ def build_case(
 
         opt = TSAM(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
                    noise_radius=1.0, model=model, seed=seed, **BASE_KWARGS)  # fmt: skip
-    elif case.method == "resample":
+    elif case.method.startswith("resample"):
         from tiltedsam.optim import TSAMResample
 
+        ascent = case.method.partition("-")[2] or "shared"
         opt = TSAMResample(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
-                           noise_radius=1.0, model=model, seed=seed, **BASE_KWARGS)  # fmt: skip
+                           noise_radius=1.0, ascent=ascent, model=model, seed=seed,
+                           **BASE_KWARGS)  # fmt: skip
     elif case.method == "official":
         opt = OfficialTSAMReference(model, torch.optim.SGD, tilt=1.0, num_samples=case.s,
                                     rho=0.05, radius=1.0, **BASE_KWARGS)  # fmt: skip
     else:
-        raise ValueError(f"method must be one of {METHODS}, got {case.method!r}")
+        raise ValueError(f"method must be one of {METHODS + EXTRA_METHODS}, got {case.method!r}")
 
     if case.method == "official":
 
@@ -257,9 +263,9 @@ def run_bench(
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Time every (model, method, s) case side by side per model; memory per model (optional)."""
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(METHODS + EXTRA_METHODS)
     if unknown:
-        raise ValueError(f"methods must be among {METHODS}, got {sorted(unknown)}")
+        raise ValueError(f"methods must be among {METHODS + EXTRA_METHODS}, got {sorted(unknown)}")
     unknown_models = set(models) - set(BENCH_MODELS)
     if unknown_models:
         raise ValueError(
@@ -292,7 +298,7 @@ def run_bench(
         erm_med = {k: _median(v) for k, v in erm.items()}
         for case, t in times.items():
             wall, cpu = _median(t["wall"]), _median(t["cpu"])
-            floor = case.passes if case.method != "resample" else None
+            floor = None if case.method.startswith("resample") else case.passes
             result.timing.append({
                 "model": model, "params": num_params, "batch": batch, "method": case.method,
                 "s": case.s, "passes": case.passes, "wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
@@ -346,7 +352,9 @@ def markdown(result: BenchResult) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.timing:
-        passes = f"{r['s']} fwd + 2" if r["method"] == "resample" else str(r["passes"])
+        passes = str(r["passes"])
+        if r["method"].startswith("resample"):
+            passes = f"{r['s']} fwd + {r['passes'] - r['s']}"
         lines.append(
             f"| {r['model']} | {r['params']:,} | {r['method']} | {r['s'] or ''} | {passes} | "
             f"{r['wall_ms']:.2f} | {r['cpu_ms']:.2f} | {_fmt(r['wall_over_floor'])} | "

@@ -13,8 +13,9 @@ each with a **forward pass only** (no graph, no backward), picks one index J wit
 the same self-normalised tilted average TSAM computes, now unbiased in expectation over the
 resampling instead of computed exactly; the extra variance is that of one draw from the weights.
 J is drawn with the Gumbel-max trick, streamed: each sample gets the key
-:math:`tL_j + G_j` (:math:`G_j` standard Gumbel from the optimizer's generator) and the point
-with the largest key so far is kept in one parameter-sized buffer (``_foreach_lerp_`` with a 0/1
+:math:`tL_j + G_j` (:math:`G_1..G_s` standard Gumbel, drawn from the optimizer's generator at the
+start of the step) and the point with the largest key so far is kept in one parameter-sized
+buffer (``_foreach_lerp_`` with a 0/1
 weight, exact at both ends).  No index is read on the host, so the step does not synchronise.
 
 Where the perturbations come from (``ascent=``):
@@ -200,10 +201,10 @@ class TSAMResample(PerturbationOptimizer):
         self._pass_in_step += 1
         return loss
 
-    def _gumbel(self, like: Tensor) -> Tensor:
-        """One standard Gumbel variate, −log(−log U), from the optimizer's generator."""
-        u = torch.rand((), generator=self.generator, device=like.device, dtype=like.dtype)
-        return -torch.log(-torch.log(u))
+    def _gumbels(self, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """``n`` standard Gumbel variates, −log(−log U), from the optimizer's generator."""
+        u = torch.rand(n, generator=self.generator, device=device, dtype=dtype)
+        return u.log_().neg_().log_().neg_()
 
     def _key_dtype(self, device: torch.device) -> torch.dtype:
         return torch.float32 if device.type == "mps" else torch.float64
@@ -226,6 +227,9 @@ class TSAMResample(PerturbationOptimizer):
             for group, _ps, block in self._group_blocks(direction):
                 torch._foreach_mul_(block, inv_norm * float(group["rho"]))
         losses: list[Tensor] = []
+        device = params[0].device
+        key_dtype = self._key_dtype(device)
+        gumbels = self._gumbels(self.num_samples, device, key_dtype)
         best_key = best_gumbel = chosen = None
         for j in range(self.num_samples):
             if j > 0 and noise_free:
@@ -235,21 +239,21 @@ class TSAMResample(PerturbationOptimizer):
                 torch._foreach_add_(params, direction)
             loss = self._score(closure, forward_only)
             losses.append(loss)
-            key_dtype = self._key_dtype(loss.device)
-            gumbel = self._gumbel(loss.to(key_dtype))
             wide = loss.to(key_dtype)
-            key = wide if math.isinf(t) else t * wide + gumbel
+            gumbel = gumbels[j]
+            key = wide if math.isinf(t) else torch.add(gumbel, wide, alpha=t)
             if j == 0:
                 torch._foreach_copy_(kept, params)
                 best_key, best_gumbel = key, gumbel
-                chosen = torch.zeros((), dtype=torch.long, device=loss.device)
+                chosen = torch.zeros((), dtype=torch.long, device=device)
                 continue
-            # Strictly larger key wins; an exact tie (t = inf) is broken by the Gumbel variate.
-            better = (key > best_key) | ((key == best_key) & (gumbel > best_gumbel))
-            weight = better.to(kept[0].dtype)
-            torch._foreach_lerp_(kept, params, [weight] * len(kept))
-            best_key = torch.where(better, key, best_key)
-            best_gumbel = torch.where(better, gumbel, best_gumbel)
+            if math.isinf(t):  # ties in the loss are broken by the Gumbel variate
+                better = (key > best_key) | ((key == best_key) & (gumbel > best_gumbel))
+                best_gumbel = torch.where(better, gumbel, best_gumbel)
+            else:  # continuous keys: a tie has probability 0
+                better = key > best_key
+            torch._foreach_lerp_(kept, params, [better.to(kept[0].dtype)] * len(kept))
+            best_key = torch.maximum(best_key, key)
             chosen = torch.where(better, j, chosen)
         del direction
         torch._foreach_copy_(params, kept)
