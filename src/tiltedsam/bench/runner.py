@@ -44,8 +44,8 @@ BENCH_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
     "resnet18": ((3, 32, 32), 8),
 }
 METHODS = ("erm", "sam", "tsam", "official", "resample")
-# tsam-resample's other ascent variants (the default, "resample", is ascent="shared").
-EXTRA_METHODS = ("resample-selected", "resample-none")
+# tsam-resample's other ascent variants (the default, "resample", is ascent="selected").
+EXTRA_METHODS = ("resample-shared", "resample-none")
 SAMPLE_METHODS = ("tsam", "official", "resample", *EXTRA_METHODS)
 BASE_KWARGS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -121,7 +121,7 @@ def build_case(
     elif case.method.startswith("resample"):
         from tiltedsam.optim import TSAMResample
 
-        ascent = case.method.partition("-")[2] or "shared"
+        ascent = case.method.partition("-")[2] or "selected"
         opt = TSAMResample(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
                            noise_radius=1.0, ascent=ascent, model=model, seed=seed,
                            **BASE_KWARGS)  # fmt: skip

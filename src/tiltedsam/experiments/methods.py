@@ -31,10 +31,10 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # Cheaper estimator (issue #8): s forward-only scores, one resampled forward+backward.
     "tsam-resample": {
         "tilt": 1.0,
-        "num_samples": 3,
+        "num_samples": 2,
         "rho": 0.05,
         "noise_radius": 1.0,
-        "ascent": "shared",
+        "ascent": "selected",
     },
 }
 

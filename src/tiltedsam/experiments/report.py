@@ -122,7 +122,9 @@ def write_sweep_report(root: str | Path) -> str:
         raise FileNotFoundError(f"no finished runs under {root}/runs/")
     groups = group_by_method(results)
     settings = root / "sweep.json"
-    select_seeds = json.loads(settings.read_text()).get("select_seeds") if settings.exists() else None
+    select_seeds = (
+        json.loads(settings.read_text()).get("select_seeds") if settings.exists() else None
+    )
     pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
     selected = select_on_validation(pool)
     header = (

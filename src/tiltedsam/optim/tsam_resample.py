@@ -3,37 +3,42 @@ r"""A cheaper TSAM estimator: score s perturbations with forward passes, back-pr
 TSAM's ascent estimator (``TSAM``, paper Alg. 1+2) costs 2s forward+backward passes per step.
 ``TSAMResample`` (registry name ``tsam-resample``) draws the same kind of perturbations, scores
 each with a **forward pass only** (no graph, no backward), picks one index J with probability
-:math:`\mathrm{softmax}(t L)_J` and back-propagates only there:
+:math:`\mathrm{softmax}(t \ell)_J` (:math:`\ell_j` the scored losses) and back-propagates only
+there, at :math:`\theta + \varepsilon_J`:
 
 .. math::
 
     \mathbb E_J\big[\nabla L(\theta + \varepsilon_J)\big]
-      = \sum_{j=1}^s \mathrm{softmax}(tL)_j\, \nabla L(\theta + \varepsilon_j),
+      = \sum_{j=1}^s \mathrm{softmax}(t\ell)_j\, \nabla L(\theta + \varepsilon_j),
 
-the same self-normalised tilted average TSAM computes, now unbiased in expectation over the
-resampling instead of computed exactly; the extra variance is that of one draw from the weights.
-J is drawn with the Gumbel-max trick, streamed: each sample gets the key
-:math:`tL_j + G_j` (:math:`G_1..G_s` standard Gumbel, drawn from the optimizer's generator at the
-start of the step) and the point with the largest key so far is kept in one parameter-sized
-buffer (``_foreach_lerp_`` with a 0/1
-weight, exact at both ends).  No index is read on the host, so the step does not synchronise.
+a self-normalised tilted average like TSAM's, unbiased in expectation over the resampling
+instead of computed exactly; the extra variance is that of one draw from the weights.  J is
+drawn with the Gumbel-max trick, streamed: each sample gets the key :math:`t\ell_j + G_j`
+(:math:`G_1..G_s` standard Gumbel, drawn from the optimizer's generator at the start of the
+step) and the point with the largest key so far is kept in one parameter-sized buffer
+(``_foreach_lerp_`` with a 0/1 weight, exact at both ends).  No index is read on the host, so
+the step does not synchronise.
 
 Where the perturbations come from (``ascent=``):
 
+* ``"selected"`` (default): score the noisy points :math:`\theta + \xi_j` (ξ_j the ascent
+  sampler's noise of radius r, ``noise_radius``), pick J, then take the ascent sampler's step
+  from the chosen point, :math:`\varepsilon_J = \xi_J + \rho\,\hat g(\theta+\xi_J)`, and
+  back-propagate there.  The scores are :math:`\ell_j = L(\theta + \xi_j)`, not the losses
+  at the final points :math:`\theta + \varepsilon_j`: a tilted choice of the *start* of
+  TSAM's ascent (with s = 1 it is TSAM with s = 1).  Passes: s (forward only) + 2.
 * ``"shared"``: one pass at θ gives :math:`d = \rho\,\nabla L(\theta)/\|\nabla L(\theta)\|`;
-  :math:`\varepsilon_j = \xi_j + d` with ξ_j the ascent sampler's noise of radius r
-  (``noise_radius``).  The gradient is taken at the scored point itself, so the identity above
-  holds exactly: this is TSAM with the ascent direction shared by the s samples (computed at θ
-  instead of at each θ + ξ_j).  Passes: 1 (clean) + s (forward only) + 1.
-* ``"selected"``: score the noisy points :math:`\theta + \xi_j`, pick J, then take the ascent
-  sampler's step from the chosen point, :math:`\varepsilon_J = \xi_J + \rho\,\hat g(\theta+\xi_J)`,
-  and back-propagate there.  The weights use the losses at :math:`\theta + \xi_j`, not at the
-  final points, so this is a tilted choice of the *start* of TSAM's ascent (with s = 1 it is
-  TSAM with s = 1).  Passes: s (forward only) + 2.
+  :math:`\varepsilon_j = \xi_j + d`.  The gradient is taken at the scored point itself
+  (:math:`\ell_j = L(\theta+\varepsilon_j)`), so the expectation is exactly TSAM's weighted
+  average for these points: TSAM with the ascent direction shared by the s samples (computed
+  at θ instead of at each θ + ξ_j).  Passes: 1 (clean) + s (forward only) + 1.
 * ``"none"``: score :math:`\theta + \xi_j` and back-propagate at :math:`\theta + \xi_J` (no ascent):
   the resampled form of the naive estimator (paper Fig. 8).  Passes: s (forward only) + 1.
 
-A forward-only pass costs about a third of a forward+backward pass, so ``shared``/``selected``
+On MNIST-1D all three reach TSAM's accuracy within one standard deviation; ``selected`` with
+s = 2 (the default) came closest at the lowest cost (``docs/performance.md``).
+
+A forward-only pass costs about a third of a forward+backward pass, so ``selected``/``shared``
 cost about SAM + s/3 passes.  The closure is asked for a forward-only pass with
 ``closure(backward=False)`` (called under ``torch.no_grad()``); write it as::
 
@@ -47,8 +52,8 @@ A closure without a ``backward`` parameter still works: scoring passes then run 
 backward and throw the gradient away (correct, but no cheaper than TSAM's passes).
 
 BatchNorm (``model=``): as for every optimizer here, only the first pass of a step updates the
-running statistics (``bn_update="first"``): the clean pass at θ for ``shared``, the first
-scoring pass otherwise.
+running statistics (``bn_update="first"``): the first scoring pass, or the clean pass at θ
+for ``shared``.
 
 Memory: θ and the kept point (two parameter-sized buffers), plus the shared direction during a
 ``shared`` step: at most three, independent of s.
@@ -72,7 +77,7 @@ from tiltedsam.samplers import NOISE_KINDS, add_noise, ascend
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import tilted_objective
 
-ASCENTS = ("shared", "selected", "none")
+ASCENTS = ("selected", "shared", "none")
 
 
 def accepts_backward_flag(closure: Callable) -> bool:
@@ -122,9 +127,9 @@ class TSAMResample(PerturbationOptimizer):
         tilt: t in [0, inf]; the resampling probabilities are softmax(t·L) (t = 0: uniform;
             t = inf: uniform over the samples tying for the largest loss).
         num_samples: s >= 1 scored perturbations per step.
-        rho: ascent length ρ (``shared``, ``selected``).
+        rho: ascent length ρ (``selected``, ``shared``).
         noise_radius: radius r of the noise ξ (``noise="gaussian"`` or ``"ball"``, as TSAM).
-        ascent: ``"shared"``, ``"selected"`` or ``"none"`` (see the module docstring).
+        ascent: ``"selected"``, ``"shared"`` or ``"none"`` (see the module docstring).
         tilt_schedule, total_steps, model, bn_update, seed, nonfinite: as for TSAM.
         **base_kwargs: passed to ``base_optimizer_cls``.
 
@@ -137,11 +142,11 @@ class TSAMResample(PerturbationOptimizer):
         base_optimizer_cls: type[torch.optim.Optimizer],
         *,
         tilt: float = 1.0,
-        num_samples: int = 3,
+        num_samples: int = 2,
         rho: float = 0.05,
         noise_radius: float = 1.0,
         noise: str = "gaussian",
-        ascent: str = "shared",
+        ascent: str = "selected",
         tilt_schedule: str = "constant",
         total_steps: int | None = None,
         model: nn.Module | None = None,
