@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: keep)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
+    bench.add_argument("--keep-heap", action="store_true",
+                       help="glibc: stop malloc from trimming its heap (no page faults per pass; "
+                            "see docs/performance.md)")  # fmt: skip
     bench.add_argument("--json", default=None, help="write all results (raw times too) here")
     bench.add_argument("--markdown", default=None, help="write the tables here")
     bench.add_argument("--scaling", action="store_true",
@@ -288,7 +291,8 @@ def _bench(args: argparse.Namespace) -> None:
     result = run_bench(args.models, args.samples, args.methods, repeats=args.repeats,
                        warmup=args.warmup, batch_sizes=_batch_sizes(args.batch_size, args.models),
                        threads=args.threads or None, device=args.device,
-                       memory=not args.no_memory, log=log)  # fmt: skip
+                       memory=not args.no_memory, heap="kept" if args.keep_heap else "default",
+                       log=log)  # fmt: skip
     text = markdown(result)
     extra: dict = {}
     if args.scaling:

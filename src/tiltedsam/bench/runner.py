@@ -75,6 +75,31 @@ class Built:
     num_params: int = 0
 
 
+def keep_heap() -> bool:
+    """Ask glibc's malloc to keep freed memory (no heap trimming, no ``mmap`` below 32 MB).
+
+    With the defaults, glibc returns the top of the heap to the OS whenever enough of it is free
+    and serves large blocks with fresh ``mmap`` calls, so the activations of every
+    forward/backward pass are page-faulted in again.  How often that happens depends on the
+    order of allocations, so it taxes multi-pass steps (SAM, TSAM, the official loop) more than
+    ERM on the same model (10-20% on ResNet-8 on our machine; ``docs/performance.md``).  This
+    is ``mallopt(M_MMAP_THRESHOLD, 32 MiB)``, ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)`` and
+    ``mallopt(M_TOP_PAD, 64 MiB)``, the same as the environment variables
+    ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647
+    MALLOC_TOP_PAD_=67108864``; it speeds up ERM too.  Returns False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    settings = ((-3, 32 << 20), (-1, 2**31 - 1), (-2, 64 << 20))  # MMAP_THRESHOLD, TRIM, TOP_PAD
+    return all(mallopt(key, value) == 1 for key, value in settings)
+
+
 def build_case(
     case: Case,
     *,
@@ -260,9 +285,16 @@ def run_bench(
     threads: int | None = 1,
     device: str = "cpu",
     memory: bool = True,
+    heap: str = "default",
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Time every (model, method, s) case side by side per model; memory per model (optional)."""
+    """Time every (model, method, s) case side by side per model; memory per model (optional).
+
+    ``heap="kept"`` calls :func:`keep_heap` first (glibc's allocator stops trimming its heap)."""
+    if heap not in ("default", "kept"):
+        raise ValueError(f"heap must be 'default' or 'kept', got {heap!r}")
+    if heap == "kept" and not keep_heap():
+        raise ValueError("heap='kept' needs glibc's mallopt, which is not available here")
     unknown = set(methods) - set(METHODS + EXTRA_METHODS)
     if unknown:
         raise ValueError(f"methods must be among {METHODS + EXTRA_METHODS}, got {sorted(unknown)}")
@@ -278,7 +310,7 @@ def run_bench(
         "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "device": device, "repeats": repeats,
         "warmup": warmup, "models": list(models), "samples": list(samples),
-        "methods": list(methods), "batch_sizes": {},
+        "methods": list(methods), "batch_sizes": {}, "heap": heap,
         "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else None,
     })  # fmt: skip
     for model in models:
@@ -331,7 +363,9 @@ def markdown(result: BenchResult) -> str:
     lines = [
         f"torch {st['torch']}, {st['device']}"
         + (f" ({st['device_name']})" if st.get("device_name") else "")
-        + f", {st['threads']} thread(s), median of {st['repeats']} interleaved rounds; "
+        + f", {st['threads']} thread(s), median of {st['repeats']} interleaved rounds, "
+        + ("glibc heap kept (--keep-heap)" if st.get("heap") == "kept" else "default allocator")
+        + "; "
         + "batch "
         + ", ".join(f"{m} {b}" for m, b in st["batch_sizes"].items())
         + ".",
@@ -481,6 +515,7 @@ __all__ = [
     "BenchResult",
     "Case",
     "build_case",
+    "keep_heap",
     "markdown",
     "memory_rows",
     "plot_scaling",
