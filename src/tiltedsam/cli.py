@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--markdown", default=None, help="write the tables here")
     bench.add_argument("--scaling", action="store_true",
                        help="also time step vs s and vs parameter count and plot them")  # fmt: skip
+    bench.add_argument("--scaling-only", action="store_true",
+                       help="only the scaling measurements and plots (implies --scaling)")  # fmt: skip
     bench.add_argument("--scaling-model", default="cnn1d")
     bench.add_argument("--scaling-samples", type=_ints, default=[1, 2, 3, 4, 5, 6, 8])
     bench.add_argument("--widths", type=_ints, default=[32, 128, 512, 1024, 2048],
@@ -280,7 +282,14 @@ def _batch_sizes(text: str | None, models: list[str]) -> dict[str, int]:
 def _bench(args: argparse.Namespace) -> None:
     import json
 
-    from tiltedsam.bench import markdown, plot_scaling, run_bench, scaling_vs_params, scaling_vs_s
+    from tiltedsam.bench.runner import (
+        markdown,
+        plot_scaling,
+        run_bench,
+        scaling_markdown,
+        scaling_vs_params,
+        scaling_vs_s,
+    )
 
     if args.repeats < 1 or any(s < 1 for s in args.samples):
         raise ValueError("--repeats and every --samples value must be >= 1")
@@ -288,14 +297,15 @@ def _bench(args: argparse.Namespace) -> None:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    result = run_bench(args.models, args.samples, args.methods, repeats=args.repeats,
-                       warmup=args.warmup, batch_sizes=_batch_sizes(args.batch_size, args.models),
+    result = run_bench(() if args.scaling_only else args.models, args.samples, args.methods,
+                       repeats=args.repeats, warmup=args.warmup,
+                       batch_sizes=_batch_sizes(args.batch_size, args.models),
                        threads=args.threads or None, device=args.device,
                        memory=not args.no_memory, heap="kept" if args.keep_heap else "default",
                        log=log)  # fmt: skip
-    text = markdown(result)
+    text = "" if args.scaling_only else markdown(result)
     extra: dict = {}
-    if args.scaling:
+    if args.scaling or args.scaling_only:
         log(f"scaling: {args.scaling_model}, s in {args.scaling_samples}")
         vs_s = scaling_vs_s(args.scaling_model, args.scaling_samples, repeats=args.repeats,
                             device=args.device)  # fmt: skip
@@ -303,7 +313,8 @@ def _bench(args: argparse.Namespace) -> None:
         vs_params = scaling_vs_params(args.widths, repeats=args.repeats, device=args.device)
         paths = plot_scaling(vs_s, vs_params, Path(args.plot_dir))
         extra = {"scaling_vs_s": vs_s, "scaling_vs_params": vs_params}
-        text += "\n" + "\n".join(f"Wrote {p}" for p in paths) + "\n"
+        text += "\n" + scaling_markdown(vs_s, vs_params)
+        text += "\n".join(f"Wrote {p}" for p in paths) + "\n"
     print(text, end="")
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

@@ -460,6 +460,31 @@ def scaling_vs_params(
     return out
 
 
+def scaling_markdown(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None) -> str:
+    """The scaling measurements as Markdown tables (CPU-time medians)."""
+    lines: list[str] = []
+    if vs_s is not None:
+        methods = list(vs_s["methods"])
+        erm = vs_s["erm"]["cpu"]
+        lines += [f"{vs_s['model']}: step time (ms, CPU) against s", "",
+                  "| s | ideal 2s·ERM | " + " | ".join(methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]  # fmt: skip
+        for i, s in enumerate(vs_s["samples"]):
+            cells = [f"{1e3 * vs_s['methods'][m]['cpu'][i]:.1f}" for m in methods]
+            lines.append(f"| {s} | {1e3 * 2 * s * erm:.1f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if vs_params is not None:
+        methods = list(vs_params["methods"])
+        lines += [f"MLP of growing width, s = {vs_params['s']}: step time / (2s·ERM), CPU", "",
+                  "| hidden width | parameters | " + " | ".join(methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]  # fmt: skip
+        for i, (w, n) in enumerate(zip(vs_params["widths"], vs_params["params"], strict=True)):
+            cells = [f"{vs_params['methods'][m]['cpu'][i]:.3f}" for m in methods]
+            lines.append(f"| {w} | {n:,} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def plot_scaling(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None, out_dir: Path,
                  clock: str = "cpu") -> list[Path]:  # fmt: skip
     """Small PNGs: step time vs s with the ideal 2s·ERM line; time/(2s·ERM) vs parameters."""
@@ -521,6 +546,7 @@ __all__ = [
     "plot_scaling",
     "ratio_rows",
     "run_bench",
+    "scaling_markdown",
     "scaling_vs_params",
     "scaling_vs_s",
     "time_cases",
