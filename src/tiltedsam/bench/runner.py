@@ -504,6 +504,7 @@ def plot_scaling(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None, 
         ax.plot(samples, [1e3 * 2 * s * erm for s in samples], "k--", label="ideal 2s·ERM")
         for m, series in vs_s["methods"].items():
             ax.plot(samples, [1e3 * v for v in series[clock]], "o-", label=names.get(m, m))
+        ax.set_xticks(samples)
         ax.set_xlabel("samples s")
         ax.set_ylabel(f"step time, ms ({clock})")
         ax.set_title(f"{vs_s['model']}: step time vs s", fontsize=10)
