@@ -172,8 +172,8 @@ class TSAM(PerturbationOptimizer):
             self._restore()
         grads = accumulator.result()
         losses = accumulator.stacked_losses()
-        # With weight tilt = t (delta = 0, the default) the accumulator's running log-sum-exp
-        # already holds the objective: a few scalar ops instead of a pass over the losses.
+        # With weight tilt = t (delta = 0, the default) the accumulator's running max and
+        # normaliser give the objective: a few scalar ops instead of a pass over the losses.
         if weight_tilt == t:
             objective = accumulator.log_mean_exp(losses)
         else:
