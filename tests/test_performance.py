@@ -81,6 +81,24 @@ def test_resample_step_reads_nothing_on_the_host(ascent):
     assert reads.count == 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["tsam", "tsam-resample"])
+def test_no_cuda_synchronisation_in_a_step(name):
+    from tiltedsam import create_optimizer
+
+    x, y = (t.cuda() for t in make_regression(dtype=torch.float32))
+    model = make_mlp(dtype=torch.float32, batchnorm=True).cuda()
+    opt = create_optimizer(name, model.parameters(), lr=0.1, momentum=0.9, model=model,
+                           nonfinite="unchecked")  # fmt: skip
+    opt.step(closure_with_flag(model, x, y))  # allocate buffers and momentum first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step(closure_with_flag(model, x, y))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_official_reference_synchronises_per_tensor_and_sample():
     x, y = make_regression(dtype=torch.float32)
     model = make_mlp(dtype=torch.float32)
