@@ -1,4 +1,4 @@
-"""Command line: ``tiltedsam compare | sweep | report | analyze | toy | glm``."""
+"""Command line: ``tiltedsam compare | sweep | report | analyze | toy | glm | bench``."""
 
 from __future__ import annotations
 
@@ -212,7 +212,54 @@ def build_parser() -> argparse.ArgumentParser:
     glm.add_argument("--sigma", type=float, default=0.1)
     glm.add_argument("--draws", type=int, default=64)
     glm.add_argument("--seed", type=int, default=0)
+    bench = sub.add_parser(
+        "bench",
+        help="step time vs the 2s-pass floor, the official-semantics loop, SAM; memory vs s",
+        description="Times ERM, SAM, TSAM, the official-semantics reference and tsam-resample "
+        "side by side (interleaved rounds, medians of wall and CPU time) and measures peak "
+        "tensor memory per step. See docs/performance.md.",
+    )
+    bench.add_argument("--models", type=_names, default=["mlp", "cnn1d", "resnet8"],
+                       help="comma-separated: mlp, cnn1d, resnet8, resnet18")  # fmt: skip
+    bench.add_argument("--samples", type=_ints, default=[1, 3, 5], help="values of s, e.g. 1,3,5")
+    bench.add_argument("--methods", type=_names,
+                       default=["erm", "sam", "tsam", "official", "resample"],
+                       help="comma-separated subset of erm,sam,tsam,official,resample "
+                            "(also resample-shared, resample-none)")  # fmt: skip
+    bench.add_argument("--repeats", type=int, default=30, help="interleaved rounds")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--batch-size", default=None,
+                       help="one batch size for all models, or model=N,... (default: mlp/cnn1d "
+                            "64, resnet8 32, resnet18 8)")  # fmt: skip
+    bench.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: keep)")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
+    bench.add_argument("--keep-heap", action="store_true",
+                       help="glibc: stop malloc from trimming its heap (no page faults per pass; "
+                            "see docs/performance.md)")  # fmt: skip
+    bench.add_argument("--json", default=None, help="write all results (raw times too) here")
+    bench.add_argument("--markdown", default=None, help="write the tables here")
+    bench.add_argument("--scaling", action="store_true",
+                       help="also time step vs s and vs parameter count and plot them")  # fmt: skip
+    bench.add_argument("--scaling-only", action="store_true",
+                       help="only the scaling measurements and plots (implies --scaling)")  # fmt: skip
+    bench.add_argument("--scaling-model", default="cnn1d")
+    bench.add_argument("--scaling-samples", type=_ints, default=[1, 2, 3, 4, 5, 6, 8])
+    bench.add_argument("--widths", type=_ints, default=[32, 128, 512, 1024, 2048],
+                       help="MLP hidden widths for the parameter-count plot")  # fmt: skip
+    bench.add_argument("--plot-dir", default="runs/bench", help="where the scaling PNGs go")
     return parser
+
+
+def _names(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
 def _floats(text: str) -> list[float]:
@@ -291,6 +338,64 @@ def _glm(args: argparse.Namespace) -> None:
     print(table)
 
 
+def _batch_sizes(text: str | None, models: list[str]) -> dict[str, int]:
+    if not text:
+        return {}
+    try:
+        if "=" not in text:
+            return {m: int(text) for m in models}
+        return {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise ValueError(f"--batch-size must be N or model=N,..., got {text!r}") from None
+
+
+def _bench(args: argparse.Namespace) -> None:
+    import json
+
+    from tiltedsam.bench.runner import (
+        markdown,
+        plot_scaling,
+        run_bench,
+        scaling_markdown,
+        scaling_vs_params,
+        scaling_vs_s,
+    )
+
+    if args.repeats < 1 or any(s < 1 for s in args.samples):
+        raise ValueError("--repeats and every --samples value must be >= 1")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    result = run_bench(() if args.scaling_only else args.models, args.samples, args.methods,
+                       repeats=args.repeats, warmup=args.warmup,
+                       batch_sizes=_batch_sizes(args.batch_size, args.models),
+                       threads=args.threads or None, device=args.device,
+                       memory=not args.no_memory, heap="kept" if args.keep_heap else "default",
+                       log=log)  # fmt: skip
+    text = "" if args.scaling_only else markdown(result)
+    extra: dict = {}
+    if args.scaling or args.scaling_only:
+        log(f"scaling: {args.scaling_model}, s in {args.scaling_samples}")
+        vs_s = scaling_vs_s(args.scaling_model, args.scaling_samples, repeats=args.repeats,
+                            device=args.device)  # fmt: skip
+        log(f"scaling: MLP widths {args.widths}")
+        vs_params = scaling_vs_params(args.widths, repeats=args.repeats, device=args.device)
+        paths = plot_scaling(vs_s, vs_params, Path(args.plot_dir))
+        extra = {"scaling_vs_s": vs_s, "scaling_vs_params": vs_params}
+        text += "\n" + scaling_markdown(vs_s, vs_params)
+        text += "\n".join(f"Wrote {p}" for p in paths) + "\n"
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        payload = json.loads(result.to_json())
+        payload.update(extra)
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (2 for a usage or input error)."""
     try:
@@ -339,7 +444,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print((Path(args.out) / "summary.md").read_text())
         print(f"Wrote {args.out}/summary.md, results.csv, metrics.csv, accuracy.png")
         return 0
-    handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm, "sweep": _sweep, "report": _report}
+    handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm, "sweep": _sweep, "report": _report,
+                "bench": _bench}  # fmt: skip
     try:
         handlers[args.command](args)
     except USER_ERRORS as err:

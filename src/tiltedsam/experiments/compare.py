@@ -131,7 +131,7 @@ def write_reports(results: list[dict[str, Any]], root: Path, header: str = "") -
     table = summary_table(results)
     write_text_atomic(root / "summary.md", header + "\n" + table)
     fields = ["method", "seed", "test_accuracy", "test_loss", "train_loss", "train_accuracy",
-              "wall_time", "steps", "closure_calls"]  # fmt: skip
+              "wall_time", "cpu_time", "steps", "closure_calls"]  # fmt: skip
     handle = io.StringIO(newline="")
     writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

@@ -64,7 +64,8 @@ class TrainConfig:
 
 @dataclass
 class RunResult:
-    """What a run measured.  ``wall_time`` counts training steps only, not evaluation."""
+    """What a run measured.  ``wall_time`` counts training steps only, not evaluation;
+    ``cpu_time`` is the process CPU time of the same steps (robust to a shared machine)."""
 
     method: str
     seed: int
@@ -79,6 +80,7 @@ class RunResult:
     val_accuracy: float | None = None
     skipped_steps: int = 0  # steps a nonfinite policy skipped
     skipped_samples: int = 0  # TSAM samples dropped by nonfinite="skip_sample"
+    cpu_time: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -264,7 +266,7 @@ def train_run(
     total_steps = steps_per_epoch * epochs
     if method.name in SEEDED:
         kwargs.setdefault("seed", seed)
-    if method.name in ("tsam", "tsam-naive"):
+    if method.name in ("tsam", "tsam-naive", "tsam-resample"):
         if kwargs.get("tilt_schedule", "constant") != "constant":
             kwargs.setdefault("total_steps", total_steps)
     if method.name != "erm":
@@ -287,7 +289,7 @@ def train_run(
     order = torch.Generator().manual_seed(seed)
     augment_gen = torch.Generator().manual_seed(seed + 1)
     history: list[dict[str, float]] = []
-    wall = 0.0
+    wall = cpu = 0.0
     start_epoch = 0
     closure_calls_before = 0
     if checkpoint is not None:
@@ -324,6 +326,7 @@ def train_run(
                 ) from None
             history, wall, start_epoch = state["history"], state["wall_time"], state["epoch"]
             closure_calls_before = int(state.get("closure_calls", 0))
+            cpu = history[-1].get("cpu_time", 0.0) if history else 0.0
     if isinstance(optimizer, PerturbationOptimizer):
         optimizer.closure_calls = closure_calls_before
     bar = tqdm(
@@ -343,16 +346,17 @@ def train_run(
         perm = torch.randperm(len(data.x_train), generator=order)
         step_losses = torch.zeros(())
         finite_steps = torch.zeros((), dtype=torch.long)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for first in range(0, len(perm), config.batch_size):
             idx = perm[first : first + config.batch_size]
             inputs, targets = data.x_train[idx], data.y_train[idx]
             if data.augment == "crop_flip":
                 inputs = random_crop_flip(inputs, augment_gen, data.pad_value)
 
-            def closure(inputs=inputs, targets=targets):
+            def closure(inputs=inputs, targets=targets, backward=True):
                 loss = loss_fn(model(inputs), targets)
-                loss.backward()
+                if backward:  # tsam-resample scores perturbations with backward=False
+                    loss.backward()
                 return loss
 
             optimizer.zero_grad(set_to_none=True)
@@ -365,6 +369,7 @@ def train_run(
                 scheduler.step()
             bar.update(1)
         wall += time.perf_counter() - start
+        cpu += time.process_time() - cpu_start
         bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:
             bar.close()
@@ -382,6 +387,7 @@ def train_run(
             "test_loss": test_loss,
             "test_accuracy": test_acc,
             "wall_time": wall,
+            "cpu_time": cpu,
         }
         if data.x_val is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, data.x_val, data.y_val)
@@ -422,6 +428,7 @@ def train_run(
         train_loss=train_loss,
         train_accuracy=train_acc,
         wall_time=wall,
+        cpu_time=cpu,
         steps=total_steps,
         closure_calls=calls,
         history=history,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -91,15 +92,29 @@ def _masked_weights(losses: Tensor, mask: Tensor, t: float) -> Tensor:
 
 @dataclass
 class StepDiagnostics:
-    """What the last step saw.  Tensors stay on the device (read them when you need them)."""
+    """What the last step saw.  Tensors stay on the device (read them when you need them);
+    ``weights`` and ``effective_sample_size`` are computed from ``losses`` on first access, so
+    a step that nobody inspects does not pay for them."""
 
     tilt: float
     weight_tilt: float
     losses: Tensor
-    weights: Tensor
-    effective_sample_size: Tensor
     objective: Tensor
     took_step: bool
+    mask: Tensor | None = None  # with nonfinite="skip_sample": which samples counted
+
+    @cached_property
+    def weights(self) -> Tensor:
+        """The tilted weights softmax(weight_tilt · L) of the step's samples (0 for dropped
+        samples)."""
+        if self.mask is not None:
+            return _masked_weights(self.losses, self.mask, self.weight_tilt)
+        return tilted_weights(self.losses, self.weight_tilt)
+
+    @cached_property
+    def effective_sample_size(self) -> Tensor:
+        """Kish effective sample size 1/Σw² of ``weights``."""
+        return effective_sample_size(self.weights)
 
 
 class TSAM(PerturbationOptimizer):
@@ -224,26 +239,26 @@ class TSAM(PerturbationOptimizer):
             self._restore()
         grads = accumulator.result()
         losses = accumulator.stacked_losses()
+        mask = None
         if per_sample:
             mask = torch.stack(valid)
             self._skipped_samples += (~mask).sum().to(self._skipped_samples.device)
             objective = _masked_objective(losses, mask, t)
-            weights = _masked_weights(losses, mask, weight_tilt)
-            # Dropped losses are not the step's business any more; the shared check now only
-            # sees the aggregate (non-finite when every sample was dropped: the step is skipped).
-            took = self._finish_step(params, grads, torch.where(mask, losses, 0.0))
+            # Dropped losses are not the step's business any more; the shared check sees the
+            # kept ones and a NaN when every sample was dropped (then the step is skipped).
+            none_left = torch.where(mask.any(), 0.0, math.nan).to(losses).reshape(1)
+            took = self._finish_step(params, grads, torch.cat([torch.where(mask, losses, 0.0), none_left]))
         else:
-            objective = tilted_objective(losses, t)
-            weights = tilted_weights(losses, weight_tilt)
+            # With weight tilt = t (delta = 0, the default) the accumulator's running max and
+            # normaliser give the objective: a few scalar ops instead of a pass over the losses.
+            if weight_tilt == t:
+                objective = accumulator.log_mean_exp(losses)
+            else:
+                objective = tilted_objective(losses, t)
             took = self._finish_step(params, grads, losses)
         self.last_step = StepDiagnostics(
-            tilt=t,
-            weight_tilt=weight_tilt,
-            losses=losses,
-            weights=weights,
-            effective_sample_size=effective_sample_size(weights),
-            objective=objective,
-            took_step=took,
+            tilt=t, weight_tilt=weight_tilt, losses=losses, objective=objective, took_step=took,
+            mask=mask,
         )
         return objective
 
