@@ -230,12 +230,13 @@ class TSAM(PerturbationOptimizer):
             self.sampler.perturb(self, closure, sample_tilt)
             loss = self._evaluate(closure)
             loss = self.sampler.finalize(self, closure, loss, sample_tilt)
-            grads = self._grads(params)
             if per_sample:
-                valid.append(_finite(loss, grads))
-                accumulator.add(loss, grads, valid=valid[-1])
+                sample_grads = self._grads(params)
+                valid.append(_finite(loss, sample_grads))
+                accumulator.add(loss, sample_grads, valid=valid[-1])
+                del sample_grads  # the next pass's backward must not find these still alive
             else:
-                accumulator.add(loss, grads)
+                accumulator.add(loss, self._grads(params))
             self._restore()
         grads = accumulator.result()
         losses = accumulator.stacked_losses()
@@ -247,7 +248,9 @@ class TSAM(PerturbationOptimizer):
             # Dropped losses are not the step's business any more; the shared check sees the
             # kept ones and a NaN when every sample was dropped (then the step is skipped).
             none_left = torch.where(mask.any(), 0.0, math.nan).to(losses).reshape(1)
-            took = self._finish_step(params, grads, torch.cat([torch.where(mask, losses, 0.0), none_left]))
+            took = self._finish_step(
+                params, grads, torch.cat([torch.where(mask, losses, 0.0), none_left])
+            )
         else:
             # With weight tilt = t (delta = 0, the default) the accumulator's running max and
             # normaliser give the objective: a few scalar ops instead of a pass over the losses.
@@ -257,7 +260,11 @@ class TSAM(PerturbationOptimizer):
                 objective = tilted_objective(losses, t)
             took = self._finish_step(params, grads, losses)
         self.last_step = StepDiagnostics(
-            tilt=t, weight_tilt=weight_tilt, losses=losses, objective=objective, took_step=took,
+            tilt=t,
+            weight_tilt=weight_tilt,
+            losses=losses,
+            objective=objective,
+            took_step=took,
             mask=mask,
         )
         return objective
