@@ -184,7 +184,7 @@ def test_glue_command_end_to_end_with_two_stage_selection_on_validation(tmp_path
                for p in (tmp_path / "out-flipped").glob("runs/*/seed0/summary.json")]  # fmt: skip
     assert select_glue(flipped, grid) == winners
     by_label = {r["method"]: r for r in flipped}
-    for label, run in stage1.items():
+    for run in stage1.values():
         assert by_label[run["method"]]["val_score"] == run["val_score"]
         assert by_label[run["method"]]["dev"]["accuracy"] == pytest.approx(
             1 - run["dev"]["accuracy"]
