@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     glue.add_argument("--seeds", type=_seeds, default=[0, 1, 2])
     glue.add_argument("--select-seeds", type=_seeds, default=None,
                       help="tune every grid point on these seeds, then run the winners on --seeds")  # fmt: skip
+    glue.add_argument("--lr-from-erm", action="store_true",
+                      help="with --select-seeds: ERM's grid runs first; its selected lr becomes "
+                           "the shared --lr of the other methods")  # fmt: skip
     glue.add_argument("--data-path", default=None,
                       help="folder holding <TASK>/{train,dev}.tsv (default ../shared/data/glue)")  # fmt: skip
     glue.add_argument("--encoder", default=None,
@@ -225,7 +228,7 @@ def _glue(args: argparse.Namespace) -> None:
                         group_by_length=not args.no_group_by_length)  # fmt: skip
     glue_sweep(args.grid, config=config, seeds=args.seeds, select_seeds=args.select_seeds,
                out=args.out, data_path=args.data_path, encoder_path=args.encoder,
-               progress=not args.no_progress)  # fmt: skip
+               progress=not args.no_progress, lr_from_erm=args.lr_from_erm)  # fmt: skip
     print(Path(args.out, "report.md").read_text())
 
 

@@ -28,7 +28,7 @@ import math
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -498,6 +498,7 @@ def glue_sweep(
     encoder_path: str | Path | None = None,
     progress: bool = True,
     data: GlueData | None = None,
+    lr_from_erm: bool = False,
     log=print,
 ) -> list[dict[str, Any]]:
     """Run ``grid`` (sweep syntax, ``tsam:tilt=1/5``) × seeds on one task and write the report.
@@ -505,6 +506,10 @@ def glue_sweep(
     Without ``select_seeds`` every grid point runs on every seed.  With it, stage 1 runs every
     grid point on ``select_seeds``, each optimizer's configuration with the best mean validation
     score is chosen, and stage 2 runs the winners on the remaining ``seeds``.
+
+    ``lr_from_erm`` (with ``select_seeds``): the ERM grid points run first, and the learning rate
+    of the selected one becomes the shared ``lr`` of every other grid point without its own
+    ``lr=`` option (tune the base learning rate with the base optimizer, then ρ and t).
     """
     from tiltedsam.experiments.report import write_glue_report
     from tiltedsam.experiments.sweep import _claim, expand_grid
@@ -527,10 +532,13 @@ def glue_sweep(
         "encoder_layers": len(_layers(data.encoder)),
         "examples": {"train": len(data.train), "val": len(data.val), "dev": len(data.dev)}})  # fmt: skip
 
+    shared = config
+
     def run_all(spec_texts: Sequence[str], run_seeds: Sequence[int]) -> list[dict[str, Any]]:
         done = []
         for text in spec_texts:
             spec = parse_method(text)
+            config = base_config if spec.name == "erm" else shared
             for seed in run_seeds:
                 run_config = _run_config(spec, seed, config)
                 directory = run_dir(root, spec.label, seed)
@@ -556,6 +564,16 @@ def glue_sweep(
                     f"{result['wall_time']:.1f}s")  # fmt: skip
         return done
 
+    base_config = config
+    if lr_from_erm:
+        erm = [s for s in specs if parse_method(s).name == "erm"]
+        if select_seeds is None or not erm:
+            raise ValueError("lr_from_erm needs select_seeds and at least one erm grid point")
+        best = select_glue(run_all(erm, select_seeds), labels)["erm"]
+        shared = replace(config, lr=float(parse_method(best).kwargs().get("lr", config.lr)))
+        log(f"{config.task}: ERM selected {best}; shared lr for the other methods: {shared.lr:g}")
+        write_json_atomic(root / "glue.json", {**json.loads((root / "glue.json").read_text()),
+                                                "lr_from_erm": best, "shared_lr": shared.lr})  # fmt: skip
     if select_seeds is None:
         results = run_all(specs, seeds)
     else:

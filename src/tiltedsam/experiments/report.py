@@ -273,6 +273,10 @@ def write_glue_report(root: str | Path) -> str:
     examples = settings.get("examples", {})
     k = config["trainable_layers"]
     cache = f", {settings['cache_seconds']:.0f} s" if "cache_seconds" in settings else ""
+    lr = f"{config['lr']:g}"
+    if "shared_lr" in settings:
+        lr = (f"{settings['shared_lr']:g} for the methods without their own lr (the lr of "
+              f"`{settings['lr_from_erm']}`, selected on validation among the ERM runs)")  # fmt: skip
     lines = [
         f"# GLUE {task}",
         "",
@@ -280,7 +284,7 @@ def write_glue_report(root: str | Path) -> str:
         f"output cached once{cache}); "
         f"max length {config['max_length']}, batch {config['batch_size']} "
         f"({'length-grouped' if config.get('group_by_length', True) else 'random'}), "
-        f"{config['epochs']} epoch(s), {config['base']} lr {config['lr']:g} "
+        f"{config['epochs']} epoch(s), {config['base']} lr {lr} "
         f"({config['lr_schedule']}, warm-up {config['warmup']:g}), weight decay "
         f"{config['weight_decay']:g}; {examples.get('train', '?')} train / "
         f"{examples.get('val', '?')} validation (held out of GLUE train, split seed "
