@@ -219,3 +219,28 @@ def test_glue_config_file_and_bad_inputs(tmp_path, tiny_encoder, capsys):
     bad.write_text("tilts = [1]\n")
     assert main(["glue", "--config", str(bad)]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_lr_from_erm_gives_the_selected_erm_lr_to_the_other_methods(tmp_path, tiny_encoder):
+    write_task(tmp_path / "data", "RTE", n_train=40, n_dev=8)
+    args = ["glue", "--task", "RTE", "--data-path", str(tmp_path / "data"), "--encoder",
+            str(tiny_encoder), "--epochs", "1", "--batch-size", "8", "--lr", "0.5", "--no-progress",
+            "--grid", "erm:lr=1e-4/2e-2", "sam:lr=1e-3", "tsam:num_samples=2", "--seeds", "0,1",
+            "--select-seeds", "0", "--lr-from-erm", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 0
+    settings = json.loads((tmp_path / "out" / "glue.json").read_text())
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/seed*/summary.json")]
+    erm0 = {r["result"]["method"]: r["result"]["val_score"] for r in runs
+            if r["config"]["method"] == "erm" and r["config"]["seed"] == 0}  # fmt: skip
+    assert erm0[settings["lr_from_erm"]] == max(erm0.values())
+    assert settings["shared_lr"] == float(settings["lr_from_erm"].split("lr=")[1])
+    for r in runs:
+        if r["config"]["method"] == "tsam":
+            assert r["config"]["glue"]["lr"] == settings["shared_lr"]
+        if r["config"]["method"] == "sam":  # its own lr option wins
+            assert r["config"]["options"]["lr"] == 1e-3
+    assert (
+        "selected on validation among the ERM runs" in (tmp_path / "out" / "report.md").read_text()
+    )
+    no_select_seeds = [*args[:-5], "--out", str(tmp_path / "bad"), "--lr-from-erm"]
+    assert main(no_select_seeds) == 2
