@@ -303,6 +303,9 @@ def write_glue_report(root: str | Path) -> str:
         lines.append("")
     lines += ["All configurations:", "", header]
     lines += _glue_rows(task_metrics, groups, list(groups), erm_time)
+    total = sum(r["wall_time"] for r in results) / 60
+    lines += ["", f"{len(results)} runs, {total:.1f} min of training steps in all (evaluation and "
+              "the frozen-layer cache not included)."]  # fmt: skip
     text = "\n".join(lines) + "\n"
     (root / "report.md").write_text(text)
     return text
