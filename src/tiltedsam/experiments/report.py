@@ -301,8 +301,20 @@ def write_glue_report(root: str | Path) -> str:
                   "for selection); every seed of the selected configuration:", "", header]  # fmt: skip
         lines += _glue_rows(task_metrics, groups, list(selected.values()), erm_time)
         lines.append("")
-    lines += ["All configurations:", "", header]
-    lines += _glue_rows(task_metrics, groups, list(groups), erm_time)
+    pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
+    seeds_text = (
+        ""
+        if select_seeds is None
+        else f" on the selection seed(s) {', '.join(map(str, select_seeds))}"
+    )
+    lines += [f"All configurations{seeds_text} (what the selection saw):", "", header]
+    from tiltedsam.experiments.methods import parse_method
+    from tiltedsam.experiments.sweep import expand_grid
+
+    order = [parse_method(spec).label for spec in expand_grid(settings["grid"])]
+    pool_groups = group_by_method(pool)
+    labels = sorted(pool_groups, key=lambda x: order.index(x) if x in order else len(order))
+    lines += _glue_rows(task_metrics, pool_groups, labels, erm_time)
     total = sum(r["wall_time"] for r in results) / 60
     lines += ["", f"{len(results)} runs, {total:.1f} min of training steps in all (evaluation and "
               "the frozen-layer cache not included)."]  # fmt: skip
