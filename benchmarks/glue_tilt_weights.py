@@ -7,6 +7,7 @@ examples) with TSAM for a few steps at each tilt and prints the s = 3 perturbed 
 softmax(t·L) weights and the effective sample size of the first and last step.  With the
 settings of docs/results-glue.md (ρ = 0.05, noise radius 1, dropout on) the losses differ by
 about 1e-3, so t ≤ 5 gives uniform weights: TSAM then behaves as its t → 0 limit.
+``--no-dropout`` trains in eval mode, so the spread comes from the perturbations alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--tilts", default="1,5,100")
+    parser.add_argument("--no-dropout", action="store_true", help="train in eval mode")
     args = parser.parse_args()
     torch.set_num_threads(1)
     encoder, tokenizer = _load_encoder(None)
@@ -44,7 +46,7 @@ def main() -> None:
     assert not TASKS[args.task].regression
     for tilt in (float(t) for t in args.tilts.split(",")):
         torch.manual_seed(0)
-        model = TopLayers(encoder, 1, 2).train()
+        model = TopLayers(encoder, 1, 2).train(not args.no_dropout)
         opt = create_optimizer("tsam", model.parameters(), base="adamw", lr=1e-3, tilt=tilt,
                                num_samples=3, rho=0.05, noise_radius=1.0, model=model, seed=0)  # fmt: skip
         for step in range(args.steps):
