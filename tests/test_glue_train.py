@@ -193,7 +193,8 @@ def test_glue_command_end_to_end_with_two_stage_selection_on_validation(tmp_path
     assert main(["report", str(root), str(tmp_path / "out-flipped")]) == 0
     printed = capsys.readouterr().out
     assert "| method | RTE acc | RTE acc |" in printed and "# GLUE RTE" in printed
-    assert "tsam" in glue_summary([root])
+    summary = glue_summary([root])
+    assert summary.count("- tsam: RTE:") == 1 and "| tsam |" in summary
 
 
 def test_glue_config_file_and_bad_inputs(tmp_path, tiny_encoder, capsys):

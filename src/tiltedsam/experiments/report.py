@@ -333,14 +333,13 @@ def glue_summary(roots: Sequence[str | Path]) -> str:
         results, selected, settings = glue_selection(root)
         task = settings["task"]
         groups = group_by_method(results)
+        for name, label in selected.items():
+            chosen.setdefault(name, []).append(f"{task}: `{label}` ({len(groups[label])} seeds)")
         for metric in TASKS[task].metrics:
             column = f"{task} {_METRIC_NAMES.get(metric, metric)}"
             columns.append(column)
             for name, label in selected.items():
                 cells[(name, column)] = _ms100([r["dev"][metric] for r in groups[label]])
-                chosen.setdefault(name, []).append(
-                    f"{task}: `{label}` ({len(groups[label])} seeds)"
-                )
     names = [n for n in ("erm", "sam", "tsam") if n in chosen] + sorted(
         set(chosen) - {"erm", "sam", "tsam"}
     )
