@@ -20,6 +20,7 @@ NEUTRAL = {
     "detsam": {"lam": 0.0, "num_samples": 2},
     "tsam": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
     "tsam-naive": {"num_samples": 1, "rho": 0.0},
+    "tsam-resample": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
 }
 # Typical settings with a real perturbation, and the documented passes per step.
 ACTIVE = {
@@ -34,6 +35,7 @@ ACTIVE = {
     "detsam": ({"rho": 0.5, "num_samples": 2}, 3),
     "tsam": ({"tilt": 5.0, "num_samples": 3}, 6),
     "tsam-naive": ({"tilt": 5.0, "num_samples": 4, "rho": 0.5}, 4),
+    "tsam-resample": ({"tilt": 5.0, "num_samples": 3}, 5),
 }
 METHODS = sorted(set(REGISTRY) - {"erm"})
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tiltedsam.data import (
+    ArrayDataset,
     apply_label_noise,
     load_cifar,
     load_dataset,
@@ -152,3 +153,19 @@ def test_training_with_augmentation_runs(tmp_path):
     result = train_run(parse_method("tsam:num_samples=2"), data,
                        TrainConfig(model="resnet8", epochs=1, batch_size=8), 0, progress=False)  # fmt: skip
     assert 0 <= result.test_accuracy <= 1 and result.closure_calls == 3 * 4
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_label_noise_is_spread_over_train_and_validation(seed):
+    """Regression: flips and the validation split once drew the same permutation, so with
+    label_noise == val fraction every flipped label landed in validation and none in train."""
+    n = 5000
+    clean = torch.arange(n) % 10
+    index = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1)  # x holds the row index
+    data = ArrayDataset(index, apply_label_noise(clean, 0.2, 10, seed), index[:10],
+                        clean[:10], 10, "t", y_train_clean=clean)  # fmt: skip
+    split = split_validation(data, 1000, seed)
+    train_flipped = (split.y_train != split.y_train_clean).float().mean()
+    val_flipped = (split.y_val != clean[split.x_val.reshape(-1).long()]).float().mean()
+    assert 0.17 < train_flipped < 0.23
+    assert 0.15 < val_flipped < 0.25

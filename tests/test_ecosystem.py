@@ -248,3 +248,21 @@ def test_torch_compile_model_trains_with_tsam():
         opts[1].step(closure_for(compiled, x, y))
     assert torch.allclose(flat(eager), flat(to_compile), rtol=1e-5, atol=1e-6)
     assert not torch.equal(flat(to_compile), flat(make_mlp(dtype=torch.float32)))
+
+
+def test_float16_autocast_with_grad_scaler_tracks_float32():
+    """The CUDA recipe (float16 autocast + GradScaler), run on CPU."""
+    x, y = make_regression(n=64, dtype=torch.float32)
+    finals = {}
+    for half in (False, True):
+        model = make_mlp(dtype=torch.float32)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12, enabled=half)
+        opt = TSAM(model.parameters(), torch.optim.SGD, tilt=5, num_samples=3, lr=0.2, seed=1,
+                   grad_scaler=scaler)  # fmt: skip
+        for _ in range(20):
+            opt.step(make_closure(model, F.cross_entropy, x, y, grad_scaler=scaler,
+                                  autocast_dtype=torch.float16 if half else None))  # fmt: skip
+        finals[half] = flat(model)
+        assert opt.skipped_steps == 0
+    assert not torch.equal(finals[False], finals[True])
+    assert (finals[False] - finals[True]).norm() < 0.02 * finals[False].norm()

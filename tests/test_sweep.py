@@ -8,7 +8,7 @@ import pytest
 
 from tiltedsam.cli import load_config_file, main
 from tiltedsam.experiments.report import select_on_validation, write_sweep_report
-from tiltedsam.experiments.sweep import _claim, expand_grid, sweep
+from tiltedsam.experiments.sweep import claim_run, expand_grid, sweep
 from tiltedsam.experiments.train import TrainConfig
 
 
@@ -59,10 +59,14 @@ def test_sweep_selects_on_validation_skips_finished_and_reports(tmp_path, mnist_
 
 
 def test_claims_prevent_double_work(tmp_path):
-    assert _claim(tmp_path / "run")
-    assert not _claim(tmp_path / "run")  # held by this (live) process
-    (tmp_path / "run" / "claim").write_text("999999999")  # a dead pid: stale claim
-    assert _claim(tmp_path / "run")
+    claim = claim_run(tmp_path / "run")
+    assert claim is not None
+    assert claim_run(tmp_path / "run") is None  # held (flock) by a live owner
+    claim.release()
+    (tmp_path / "run" / "claim").write_text("999999999")  # a leftover file holds no lock
+    again = claim_run(tmp_path / "run")
+    assert again is not None
+    again.release()
 
 
 def test_report_command_and_missing_dir(tmp_path, capsys):
@@ -111,3 +115,24 @@ def test_two_stage_sweep_tunes_on_select_seeds_only(tmp_path, mnist_file):
     assert sorted(r["seed"] for r in by_label["sam"]) == [0, 1]
     report = (out / "report.md").read_text()
     assert "validation accuracy of seeds 0" in report and f"| {winner} | 2 |" in report
+
+
+def test_tilt_curve_varies_t_alone_at_the_selected_options():
+    from tiltedsam.experiments.report import tilt_curve
+
+    def run(t, lr, seed, acc):
+        history = [
+            {"test_accuracy": acc * (e + 1) / 4, "step_loss": 1.0 / (e + 1)} for e in range(4)
+        ]
+        return {"method": f"tsam:lr={lr},tilt={t}", "seed": seed, "val_accuracy": acc,
+                "test_accuracy": acc, "wall_time": 1.0, "history": history,
+                "config": {"method": "tsam", "options": {"lr": lr, "tilt": t}}}  # fmt: skip
+
+    results = [run(1, 0.1, 0, 0.5), run(1, 0.1, 1, 0.7), run(5, 0.1, 0, 0.8), run(5, 0.2, 0, 0.1)]
+    text = tilt_curve(results, "tsam:lr=0.1,tilt=5")
+    rows = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["| 1"].split(" | ")[1] == "2"  # two seeds at t=1, lr 0.1
+    assert "| 60.00 ± 14.14 |" in rows["| 1"]  # test accuracy mean ± std of 50 and 70
+    assert "| 15.00 ± 3.54 |" in rows["| 1"]  # 25% of 4 epochs: epoch 1, acc/4
+    assert rows["| 5"].split(" | ")[1] == "1", "the lr=0.2 run is another setting"
+    assert tilt_curve(results[:2]) == "", "one t is no curve"

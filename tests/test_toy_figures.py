@@ -59,3 +59,27 @@ def test_analyze_reloads_the_recorded_data_set(tmp_path):
             out=tmp_path, progress=False)  # fmt: skip
     data = data_of_runs(tmp_path)
     assert len(data.x_train) == 250 and len(data.x_val) == 50
+
+
+def test_analyze_selects_runs_by_method_and_validation(tmp_path):
+    from tiltedsam.analysis.runs import find_runs, selected_labels
+
+    def fake(label, name, seed, val):
+        d = tmp_path / "runs" / label.replace(":", "_") / f"seed{seed}"
+        d.mkdir(parents=True)
+        (d / "model.pt").write_bytes(b"")
+        summary = {"config": {"method": name, "seed": seed},
+                   "result": {"method": label, "seed": seed, "val_accuracy": val}}  # fmt: skip
+        (d / "summary.json").write_text(json.dumps(summary))
+
+    fake("erm:lr=0.1", "erm", 0, 0.5)
+    fake("erm:lr=0.2", "erm", 0, 0.6)
+    fake("erm:lr=0.2", "erm", 1, 0.1)  # an extra seed of the winner cannot change the choice
+    fake("tsam:tilt=1", "tsam", 0, 0.7)
+    (tmp_path / "sweep.json").write_text(json.dumps({"select_seeds": [0]}))
+    assert selected_labels(tmp_path, ["erm"]) == ["erm:lr=0.2"]
+    assert sorted(selected_labels(tmp_path)) == ["erm:lr=0.2", "tsam:tilt=1"]
+    assert len(find_runs(tmp_path, ["erm:lr=0.2"])) == 2
+    assert len(find_runs(tmp_path)) == 4
+    with pytest.raises(ValueError, match=r"method\(s\) \['sam'\]"):
+        selected_labels(tmp_path, ["sam"])

@@ -11,6 +11,7 @@ from tiltedsam.optim import (
     FrobSAM,
     PerturbationOptimizer,
     TraceSAM,
+    TSAMResample,
     create_optimizer,
 )
 from tiltedsam.samplers import AscentSampler, HMCSampler, UniformSampler
@@ -39,6 +40,7 @@ __all__ = [
     "FrobSAM",
     "HMCSampler",
     "PerturbationOptimizer",
+    "TSAMResample",
     "TiltSchedule",
     "TiltedAccumulator",
     "TraceSAM",

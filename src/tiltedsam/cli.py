@@ -1,4 +1,4 @@
-"""Command line: ``tiltedsam compare | sweep | glue | report | analyze | toy | glm``."""
+"""Command line: ``tiltedsam compare | sweep | glue | report | analyze | toy | glm | bench``."""
 
 from __future__ import annotations
 
@@ -7,16 +7,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tiltedsam.experiments.checkpoint import CheckpointError
 from tiltedsam.experiments.train import TrainConfig
+
+# Errors a user can act on from the message alone: printed as ``error: ...``, exit status 2.
+# FloatingPointError is a diverged run (its message says what to change); CheckpointError a
+# damaged checkpoint or one from other settings (its message names the files).
+# OSError: a file that cannot be read or written (the message names it).
+USER_ERRORS = (ValueError, TypeError, OSError, CheckpointError, FloatingPointError)
 
 
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--seeds must be comma-separated ints, got {text!r}"
         ) from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"--seeds must list at least one int >= 0, got {text!r}")
+    return seeds
 
 
 def load_config_file(path: str | Path) -> dict:
@@ -28,14 +38,20 @@ def load_config_file(path: str | Path) -> dict:
     if path.suffix == ".toml":
         import tomllib
 
-        with open(path, "rb") as handle:
-            values = tomllib.load(handle)
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML: {err}") from None
     elif path.suffix in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:
             raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
-        values = yaml.safe_load(path.read_text()) or {}
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     else:
         raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
     if not isinstance(values, dict):
@@ -52,14 +68,47 @@ def _apply_config(
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{args.config}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    for key in ("seeds", "select_seeds"):
-        if isinstance(values.get(key), list):
-            values[key] = [int(v) for v in values[key]]
-    for key in ("deltas", "tilts"):
-        if isinstance(values.get(key), list):
-            values[key] = [float(v) for v in values[key]]
+    actions = {a.dest: a for a in sub._actions}
+    for key, value in values.items():
+        values[key] = _config_value(args.config, actions[key], value)
     sub.set_defaults(**values)
     return sub.parse_args(list(argv)[1:] if argv is not None else sys.argv[2:])
+
+
+def _config_value(path: str, action: argparse.Action, value: object) -> object:
+    """A config-file value checked (and converted) as its flag would be; errors name the file."""
+    flag = action.option_strings[-1] if action.option_strings else action.dest
+    where = f"{path}: key {action.dest!r} ({flag})"
+    if isinstance(action, argparse._StoreTrueAction):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if action.nargs == "+":
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, str) for v in items):
+            raise ValueError(f"{where} must be a string or a list of strings, got {value!r}")
+        return items
+    if value is None:
+        return None
+    if isinstance(value, list) and action.type in (_seeds, _floats):
+        value = ",".join(str(v) for v in value)
+    if action.type in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError(f"{where} must be a number, got {value!r}")
+        if action.type is int and isinstance(value, float):
+            raise ValueError(f"{where} must be an int, got {value!r}")
+    if action.type is not None:
+        try:
+            value = action.type(value if isinstance(value, str) else str(value))
+        except (ValueError, argparse.ArgumentTypeError) as err:
+            kind = {int: "an int", float: "a number"}.get(action.type)
+            message = f"{where} must be {kind}, got {value!r}" if kind else f"{where}: {err}"
+            raise ValueError(message) from None
+    elif not isinstance(value, str):
+        raise ValueError(f"{where} must be a string, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise ValueError(f"{where} must be one of {list(action.choices)}, got {value!r}")
+    return value
 
 
 def _add_training_args(cmd: argparse.ArgumentParser) -> None:
@@ -185,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     ana.add_argument("--rho", type=float, default=0.05, help="SAM ball radius")
     ana.add_argument("--tsam-radius", type=float, default=1.0, help="TSAM noise ball radius")
     ana.add_argument("--seed", type=int, default=0)
+    ana.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="analyze only these optimizer names (e.g. erm sam tsam)",
+    )
+    ana.add_argument("--selected", action="store_true",
+                     help="only each method's configuration selected on validation (a sweep)")  # fmt: skip
     toy = sub.add_parser("toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
     toy.add_argument("--out", default="runs/toy")
     toy.add_argument("--steps", type=int, default=400)
@@ -194,7 +251,54 @@ def build_parser() -> argparse.ArgumentParser:
     glm.add_argument("--sigma", type=float, default=0.1)
     glm.add_argument("--draws", type=int, default=64)
     glm.add_argument("--seed", type=int, default=0)
+    bench = sub.add_parser(
+        "bench",
+        help="step time vs the 2s-pass floor, the official-semantics loop, SAM; memory vs s",
+        description="Times ERM, SAM, TSAM, the official-semantics reference and tsam-resample "
+        "side by side (interleaved rounds, medians of wall and CPU time) and measures peak "
+        "tensor memory per step. See docs/performance.md.",
+    )
+    bench.add_argument("--models", type=_names, default=["mlp", "cnn1d", "resnet8"],
+                       help="comma-separated: mlp, cnn1d, resnet8, resnet18")  # fmt: skip
+    bench.add_argument("--samples", type=_ints, default=[1, 3, 5], help="values of s, e.g. 1,3,5")
+    bench.add_argument("--methods", type=_names,
+                       default=["erm", "sam", "tsam", "official", "resample"],
+                       help="comma-separated subset of erm,sam,tsam,official,resample "
+                            "(also resample-shared, resample-none)")  # fmt: skip
+    bench.add_argument("--repeats", type=int, default=30, help="interleaved rounds")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--batch-size", default=None,
+                       help="one batch size for all models, or model=N,... (default: mlp/cnn1d "
+                            "64, resnet8 32, resnet18 8)")  # fmt: skip
+    bench.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: keep)")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda[:k]")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
+    bench.add_argument("--keep-heap", action="store_true",
+                       help="glibc: stop malloc from trimming its heap (no page faults per pass; "
+                            "see docs/performance.md)")  # fmt: skip
+    bench.add_argument("--json", default=None, help="write all results (raw times too) here")
+    bench.add_argument("--markdown", default=None, help="write the tables here")
+    bench.add_argument("--scaling", action="store_true",
+                       help="also time step vs s and vs parameter count and plot them")  # fmt: skip
+    bench.add_argument("--scaling-only", action="store_true",
+                       help="only the scaling measurements and plots (implies --scaling)")  # fmt: skip
+    bench.add_argument("--scaling-model", default="cnn1d")
+    bench.add_argument("--scaling-samples", type=_ints, default=[1, 2, 3, 4, 5, 6, 8])
+    bench.add_argument("--widths", type=_ints, default=[32, 128, 512, 1024, 2048],
+                       help="MLP hidden widths for the parameter-count plot")  # fmt: skip
+    bench.add_argument("--plot-dir", default="runs/bench", help="where the scaling PNGs go")
     return parser
+
+
+def _names(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
 
 
 def _floats(text: str) -> list[float]:
@@ -243,12 +347,25 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> None:
-    from tiltedsam.analysis.runs import analyze_runs, data_of_runs
+    from tiltedsam.analysis.runs import analyze_runs, data_of_runs, selected_labels
 
+    labels = None
+    if args.selected:
+        labels = selected_labels(args.root, args.methods)
+    elif args.methods:
+        labels = [
+            r["method"] for r in _results_of(args.root) if r["config"]["method"] in args.methods
+        ]
     analyze_runs(args.root, data_of_runs(args.root, args.data_path), subset=args.subset, draws=args.draws,
                  deltas=args.deltas, rho=args.rho, tsam_radius=args.tsam_radius,
-                 seed=args.seed)  # fmt: skip
+                 seed=args.seed, labels=labels)  # fmt: skip
     print(Path(args.root, "analysis.md").read_text())
+
+
+def _results_of(root: str):
+    from tiltedsam.experiments.report import load_results
+
+    return load_results(Path(root))
 
 
 def _toy(args: argparse.Namespace) -> None:
@@ -280,14 +397,85 @@ def _glm(args: argparse.Namespace) -> None:
     print(table)
 
 
+def _batch_sizes(text: str | None, models: list[str]) -> dict[str, int]:
+    if not text:
+        return {}
+    try:
+        if "=" not in text:
+            return {m: int(text) for m in models}
+        return {k.strip(): int(v) for k, v in (part.split("=") for part in text.split(","))}
+    except ValueError:
+        raise ValueError(f"--batch-size must be N or model=N,..., got {text!r}") from None
+
+
+def _bench(args: argparse.Namespace) -> None:
+    import json
+
+    from tiltedsam.bench.runner import (
+        markdown,
+        plot_scaling,
+        run_bench,
+        scaling_markdown,
+        scaling_vs_params,
+        scaling_vs_s,
+    )
+
+    if args.repeats < 1 or any(s < 1 for s in args.samples):
+        raise ValueError("--repeats and every --samples value must be >= 1")
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    result = run_bench(() if args.scaling_only else args.models, args.samples, args.methods,
+                       repeats=args.repeats, warmup=args.warmup,
+                       batch_sizes=_batch_sizes(args.batch_size, args.models),
+                       threads=args.threads or None, device=args.device,
+                       memory=not args.no_memory, heap="kept" if args.keep_heap else "default",
+                       log=log)  # fmt: skip
+    text = "" if args.scaling_only else markdown(result)
+    extra: dict = {}
+    if args.scaling or args.scaling_only:
+        log(f"scaling: {args.scaling_model}, s in {args.scaling_samples}")
+        vs_s = scaling_vs_s(args.scaling_model, args.scaling_samples, repeats=args.repeats,
+                            device=args.device)  # fmt: skip
+        log(f"scaling: MLP widths {args.widths}")
+        vs_params = scaling_vs_params(args.widths, repeats=args.repeats, device=args.device)
+        paths = plot_scaling(vs_s, vs_params, Path(args.plot_dir))
+        extra = {"scaling_vs_s": vs_s, "scaling_vs_params": vs_params}
+        text += "\n" + scaling_markdown(vs_s, vs_params)
+        text += "\n".join(f"Wrote {p}" for p in paths) + "\n"
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        payload = json.loads(result.to_json())
+        payload.update(extra)
+        Path(args.json).write_text(json.dumps(payload, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a usage or input error)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print(
+            "\ntiltedsam: interrupted. Finished runs are kept; run the same command again to "
+            "resume the others from their last checkpoint.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         sub = parser._subparsers._group_actions[0].choices[args.command]
         try:
             args = _apply_config(sub, argv, args)
-        except (ValueError, FileNotFoundError) as err:
+        except (ValueError, OSError) as err:
             print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
             return 2
         args.command = parser.parse_args(argv).command
@@ -309,17 +497,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 val_size=_val_size(args.val_size),
                 train_subset=args.train_subset,
             )
-        except (ValueError, TypeError, FileNotFoundError) as err:
+        except USER_ERRORS as err:
             print(f"tiltedsam compare: error: {err}", file=sys.stderr)
             return 2
         print((Path(args.out) / "summary.md").read_text())
         print(f"Wrote {args.out}/summary.md, results.csv, metrics.csv, accuracy.png")
         return 0
     handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm, "sweep": _sweep, "report": _report,
-                "glue": _glue}  # fmt: skip
+                "bench": _bench, "glue": _glue}  # fmt: skip
     try:
         handlers[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except (*USER_ERRORS, ImportError) as err:
         print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

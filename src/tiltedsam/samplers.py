@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from tiltedsam._tensors import global_norm
+from tiltedsam._tensors import global_norm, no_grad
 from tiltedsam._validation import check_choice, check_int_at_least, check_positive
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 NOISE_KINDS = ("gaussian", "ball")
 
 
-@torch.no_grad()
+@no_grad
 def add_noise(opt: PerturbationOptimizer, radius_key: str, kind: str) -> None:
     """Set each trainable ``p`` to ``θ + ξ`` with ξ of radius ``group[radius_key]`` (see module doc).
 
@@ -44,24 +44,26 @@ def add_noise(opt: PerturbationOptimizer, radius_key: str, kind: str) -> None:
     radii = [float(group[radius_key]) for group, _ in views]
     if all(r == 0.0 for r in radii):
         return
-    params = [p for _, ps in views for p in ps]
+    params = views[0][1] if len(views) == 1 else [p for _, ps in views for p in ps]
+    generator = opt.generator
     for p in params:
-        p.normal_(generator=opt.generator)
+        p.normal_(generator=generator)
     norm = global_norm(params)
     if kind == "ball":
         dim = sum(p.numel() for p in params)
-        u = torch.rand((), generator=opt.generator, device=norm.device, dtype=norm.dtype)
-        radial = u ** (1.0 / dim) / norm
+        u = torch.rand((), generator=generator, device=norm.device, dtype=norm.dtype)
+        inv_norm = u ** (1.0 / dim) / norm
+    else:
+        inv_norm = norm.reciprocal()
     for (_, ps), radius in zip(views, radii, strict=True):
+        factor = inv_norm * radius
         if kind == "gaussian":
-            factor = torch.clamp(radius / norm, max=1.0)
-        else:
-            factor = radius * radial
+            factor = factor.clamp_(max=1.0)
         torch._foreach_mul_(ps, factor)
     torch._foreach_add_(params, opt._buffer("theta"))
 
 
-@torch.no_grad()
+@no_grad
 def add_iid_noise(opt: PerturbationOptimizer, scales: list[float], kind: str = "normal") -> None:
     """Set each trainable ``p`` to ``θ + c·z`` with iid coordinates z ~ N(0, 1) (``"normal"``)
     or z ~ U[−1, 1] (``"cube"``); c = ``scales[k]`` for the k-th param group (as in
@@ -80,12 +82,12 @@ def add_iid_noise(opt: PerturbationOptimizer, scales: list[float], kind: str = "
         torch._foreach_add_(ps, block)
 
 
-@torch.no_grad()
+@no_grad
 def ascend(opt: PerturbationOptimizer, grads: list[Tensor], radius_key: str = "rho") -> None:
     r"""``p += ρ_g · g / ‖g‖`` (global norm over all groups); ``grads`` are scaled in place."""
-    norm = global_norm(grads)
+    inv_norm = global_norm(grads).add_(1e-12).reciprocal_()
     for group, ps, block in opt._group_blocks(grads):
-        torch._foreach_mul_(block, float(group[radius_key]) / (norm + 1e-12))
+        torch._foreach_mul_(block, inv_norm * float(group[radius_key]))
         torch._foreach_add_(ps, block)
 
 
@@ -203,7 +205,7 @@ class HMCSampler(Sampler):
     def passes_per_sample(self) -> int:
         return self.steps + 1
 
-    @torch.no_grad()
+    @no_grad
     def _project(self, opt: PerturbationOptimizer) -> None:
         theta = opt._buffer("theta")
         params = opt._trainable_params()

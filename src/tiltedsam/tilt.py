@@ -25,6 +25,7 @@ import math
 import torch
 from torch import Tensor
 
+from tiltedsam._tensors import no_grad
 from tiltedsam._validation import check_tilt
 
 __all__ = [
@@ -108,17 +109,21 @@ def effective_sample_size(weights: Tensor) -> Tensor:
 class TiltedAccumulator:
     r"""Streaming :math:`\sum_j \mathrm{softmax}(tL)_j\, g_j` that folds in one (loss, gradient) pair at a time.
 
-    ``buffers`` (optional, shaped like ``grads``) receive the running sum, so a caller can reuse
-    preallocated memory across steps.
+    ``buffers`` (optional, shaped like ``grads``) receive the running average, so a caller can
+    reuse preallocated memory across steps.
 
-    Keeps the running max :math:`m` of the losses, :math:`S = \sum_j e^{t(L_j - m)}` and the
-    gradient buffers :math:`A = \sum_j e^{t(L_j - m)} g_j`; when a new loss raises the max to
-    :math:`m'`, the old terms are rescaled by :math:`e^{t(m - m')}`.  Memory is one gradient-sized
-    buffer, independent of the number of samples.  All arithmetic stays on the device: no
-    host synchronisation.
+    Keeps the running max :math:`m` of the losses and :math:`S = \sum_{k\le j} e^{t(L_k - m)}`,
+    so no exponential of an unshifted :math:`tL` is taken, and the *normalised* running average
+    :math:`A_j = \sum_{k\le j} \mathrm{softmax}(tL_{1..j})_k\, g_k`, updated in one pass over
+    the gradient memory: :math:`A_j = A_{j-1} + w_j (g_j - A_{j-1})` (``torch._foreach_lerp_``
+    with 0-dim tensor weights, no ``.item()``), :math:`w_j = e^{t(L_j - m_j)}/S_j` being the new
+    sample's weight among the first j.  Memory is one gradient-sized buffer, independent of the
+    number of samples; all arithmetic stays on the device (no host synchronisation).
 
-    With ``t = inf`` the factor :math:`e^{t x}` (``x <= 0``) becomes the indicator ``x == 0``,
-    so ``A / S`` is the mean gradient over the samples that tie for the largest loss.
+    ``t = 0`` uses the exact weight :math:`1/j` (a Python float); with ``t = inf`` the factor
+    :math:`e^{t x}` (``x <= 0``) becomes the indicator ``x == 0``, so :math:`A` is the mean
+    gradient over the samples that tie for the largest loss.  The first sample is copied, so
+    with one sample the result is its gradient bit for bit.
     """
 
     def __init__(self, t: float, buffers: list[Tensor] | None = None) -> None:
@@ -136,39 +141,85 @@ class TiltedAccumulator:
             return (diff == 0).to(diff.dtype)
         return torch.exp(self.t * diff)
 
-    @torch.no_grad()
-    def add(self, loss: Tensor, grads: list[Tensor]) -> None:
-        """Fold in one perturbed loss and its gradients.  ``grads`` are scaled in place."""
+    @no_grad
+    def add(self, loss: Tensor, grads: list[Tensor], valid: Tensor | None = None) -> None:
+        """Fold in one perturbed loss and its gradients (``grads`` are read, not modified,
+        except with ``valid``).
+
+        ``valid`` (a 0-dim bool tensor) marks whether the sample counts: a sample with
+        ``valid=False`` gets weight 0 (it changes neither the max, the normaliser nor the
+        average; its loss and gradients may be NaN or inf, the gradients are zeroed in place).
+        Once any sample was added with ``valid``, pass it for every later one.
+        """
         loss = loss.detach().to(torch.float64 if loss.dtype == torch.float64 else torch.float32)
+        if valid is not None:
+            self._add_masked(loss, grads, valid)
+            return
         self.losses.append(loss)
         self.num_samples += 1
-        if self._max is None:
-            self._max = loss.clone()
-            self._norm = torch.ones_like(loss)
+        if self._sum is None:
             if self._buffers is None:
                 self._sum = [g.clone() for g in grads]
             else:
                 torch._foreach_copy_(self._buffers, grads)
                 self._sum = self._buffers
+            self._max, self._norm = loss, torch.ones_like(loss)
+            return
+        if self.t == 0.0:
+            torch._foreach_lerp_(self._sum, grads, 1.0 / self.num_samples)
             return
         new_max = torch.maximum(self._max, loss)
-        old_scale = self._factor(self._max - new_max)
         new_scale = self._factor(loss - new_max)
-        self._norm = self._norm * old_scale + new_scale
-        torch._foreach_mul_(self._sum, old_scale)
-        torch._foreach_mul_(grads, new_scale)
-        torch._foreach_add_(self._sum, grads)
+        self._norm = torch.addcmul(new_scale, self._norm, self._factor(self._max - new_max))
         self._max = new_max
+        # A list of 0-dim weights (the ``.List`` overload): a 0-dim tensor passed as a single
+        # weight would be read on the host (``.item()``), a synchronisation on CUDA.
+        weight = (new_scale / self._norm).to(self._sum[0].dtype)
+        torch._foreach_lerp_(self._sum, grads, [weight] * len(self._sum))
 
-    @torch.no_grad()
+    def _add_masked(self, loss: Tensor, grads: list[Tensor], valid: Tensor) -> None:
+        self.losses.append(loss)
+        self.num_samples += 1
+        valid = valid.to(device=loss.device, dtype=torch.bool)
+        masked = torch.where(valid, loss, torch.full_like(loss, -math.inf))
+        for g in grads:
+            g.masked_fill_(~valid.to(g.device), 0.0)
+        if self._sum is None:
+            if self._buffers is None:
+                self._sum = [g.clone() for g in grads]
+            else:
+                torch._foreach_copy_(self._buffers, grads)
+                self._sum = self._buffers
+            self._max, self._norm = masked, valid.to(loss.dtype)
+            return
+        new_max = torch.maximum(self._max, masked)
+        # While no sample counted yet, the max is -inf, S = 0 and the average 0: any finite
+        # factor works; the new sample's weight is then 1 (or 0 if it does not count either).
+        old_factor = self._factor(torch.where(self._max > -math.inf, self._max - new_max, 0.0))
+        new_scale = self._factor(torch.where(valid, loss - new_max, 0.0)) * valid
+        self._norm = torch.addcmul(new_scale, self._norm, old_factor)
+        self._max = new_max
+        weight = torch.where(self._norm > 0, new_scale / self._norm, 0.0).to(self._sum[0].dtype)
+        torch._foreach_lerp_(self._sum, grads, [weight] * len(self._sum))
+
+    @no_grad
     def result(self) -> list[Tensor]:
-        r"""The tilted average :math:`A/S` of the gradients folded in so far."""
+        r"""The tilted average of the gradients folded in so far (the running buffer itself)."""
         if self._sum is None:
             raise RuntimeError("TiltedAccumulator.result() called before any add()")
-        inv = 1.0 / self._norm
-        torch._foreach_mul_(self._sum, inv)
-        self._norm = torch.ones_like(self._norm)
         return self._sum
 
     def stacked_losses(self) -> Tensor:
         return torch.stack(self.losses)
+
+    def log_mean_exp(self, losses: Tensor | None = None) -> Tensor:
+        r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j} = m + \log(S/n)/t` at this accumulator's t
+        (mean at t = 0, max at t = inf) from the running state: a few scalar operations
+        (at t = 0 the mean of ``losses``, the stacked losses if the caller has them)."""
+        if not self.losses:
+            raise RuntimeError("TiltedAccumulator.log_mean_exp() called before any add()")
+        if self.t == 0.0:
+            return (self.stacked_losses() if losses is None else losses).mean()
+        if math.isinf(self.t):
+            return self._max
+        return self._max + (torch.log(self._norm) - math.log(self.num_samples)) / self.t

@@ -18,10 +18,37 @@ from tiltedsam.data.mnist1d import ArrayDataset
 from tiltedsam.models import create_model
 
 
-def find_runs(root: Path) -> list[Path]:
-    """Run directories under ``root`` that hold a finished summary and final weights."""
+def find_runs(root: Path, labels: Sequence[str] | None = None) -> list[Path]:
+    """Run directories under ``root`` that hold a finished summary and final weights (only
+    those whose method label is in ``labels`` when given)."""
     runs = sorted(p.parent for p in root.glob("runs/*/seed*/model.pt"))
-    return [r for r in runs if (r / "summary.json").exists()]
+    runs = [r for r in runs if (r / "summary.json").exists()]
+    if labels is not None:
+        wanted = set(labels)
+        runs = [r for r in runs
+                if json.loads((r / "summary.json").read_text())["result"]["method"] in wanted]  # fmt: skip
+    return runs
+
+
+def selected_labels(root: str | Path, methods: Sequence[str] | None = None) -> list[str]:
+    """The method labels a sweep under ``root`` selected on validation (``tiltedsam report``'s
+    choice), restricted to the optimizer names in ``methods`` when given."""
+    from tiltedsam.experiments.report import load_results, select_on_validation
+
+    root = Path(root)
+    results = load_results(root)
+    settings = root / "sweep.json"
+    seeds = json.loads(settings.read_text()).get("select_seeds") if settings.exists() else None
+    pool = results if seeds is None else [r for r in results if r["seed"] in seeds]
+    chosen = select_on_validation(pool)
+    if methods is not None:
+        unknown = sorted(set(methods) - set(chosen))
+        if unknown:
+            raise ValueError(
+                f"no runs with validation accuracy for method(s) {unknown} under {root}"
+            )
+        return [chosen[m] for m in methods]
+    return list(chosen.values())
 
 
 def data_of_runs(root: str | Path, data_path: str | None = None) -> ArrayDataset:
@@ -64,10 +91,12 @@ def analyze_runs(
     tsam_radius: float = 1.0,
     tilts: Sequence[float] = (1.0, 5.0, 20.0, 100.0),
     seed: int = 0,
+    labels: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Measure every run under ``root``; write ``analysis.json`` and ``analysis.md`` there."""
+    """Measure every run under ``root`` (or those with a method label in ``labels``); write
+    ``analysis.json`` and ``analysis.md`` there."""
     root = Path(root)
-    runs = find_runs(root)
+    runs = find_runs(root, labels)
     if not runs:
         raise FileNotFoundError(f"no finished runs with model.pt under {root}/runs/")
     x, y = data.x_train[:subset], data.y_train[:subset]

@@ -91,10 +91,15 @@ def _cache_file(path: Path, cache_dir: Path) -> Path:
 
 
 def apply_label_noise(labels: Tensor, fraction: float, num_classes: int, seed: int) -> Tensor:
-    """Flip exactly ``round(fraction * N)`` labels, each to a uniformly drawn other class."""
+    """Flip exactly ``round(fraction * N)`` labels, each to a uniformly drawn other class.
+
+    The flips use their own random stream (``seed`` mixed with a constant): a plain
+    ``manual_seed(seed)`` would draw the same permutation as the validation split
+    (``split_validation``, same seed and N) and put every flipped label in the validation set.
+    """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"label_noise must be in [0, 1], got {fraction}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed((seed * 6364136223846793005 + 1442695040888963407) % 2**63)
     count = round(fraction * len(labels))
     chosen = torch.randperm(len(labels), generator=gen)[:count]
     shift = torch.randint(1, num_classes, (count,), generator=gen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -12,10 +13,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tiltedsam.data import ArrayDataset, load_dataset
+from tiltedsam.experiments.checkpoint import remove_checkpoints
 from tiltedsam.experiments.methods import expand_methods, parse_method
 from tiltedsam.experiments.report import plot_accuracy, summary_table
-from tiltedsam.experiments.store import load_finished, run_dir, write_json_atomic
-from tiltedsam.experiments.train import TrainConfig, train_run
+from tiltedsam.experiments.store import (
+    claim_run,
+    clear_run,
+    load_finished,
+    run_dir,
+    write_json_atomic,
+    write_text_atomic,
+)
+from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
 
 
 def compare(
@@ -37,7 +46,8 @@ def compare(
 
     Each run also leaves its final weights in ``model.pt`` (for ``tiltedsam analyze``).
     Finished runs with the same settings are read back instead of trained again (``rerun=True``
-    forces training).  Outputs in ``out``: ``runs/<method>/seed<k>/summary.json``,
+    forces training).  Each run directory is claimed while it trains (as in sweeps), so two
+    commands on one output directory never train the same run twice.  Outputs in ``out``: ``runs/<method>/seed<k>/summary.json``,
     ``results.csv`` (one row per run), ``metrics.csv`` (one row per epoch), ``summary.md``
     and ``accuracy.png``.  ``data`` replaces the named data set (e.g. data made by a test).
     """
@@ -46,6 +56,9 @@ def compare(
     labels = [s.label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"methods must be distinct, got {labels}")
+    seeds = check_seeds(seeds)
+    for spec in specs:  # fail before any training, not after the first methods have run
+        check_method(spec, config)
     root = Path(out)
     if data is None:
         data = load_dataset(dataset, data_path, label_noise=label_noise, val_size=val_size,
@@ -71,14 +84,25 @@ def compare(
         if stored is not None:
             results.append(stored["result"])
             continue
-        write_json_atomic(directory / "config.json", run_config)
-        result = train_run(
-            spec, data, config, seed, progress=progress, position=1,
-            save_model=directory / "model.pt", checkpoint=directory / "checkpoint.pt",
-            metrics=directory / "metrics.jsonl",
-        ).to_dict()  # fmt: skip
-        write_json_atomic(directory / "summary.json", {"config": run_config, "result": result})
-        (directory / "checkpoint.pt").unlink(missing_ok=True)  # the finished run keeps model.pt
+        claim = claim_run(directory)  # as in sweeps: never two processes on one run
+        if claim is None:
+            outer.write(f"{spec.label} seed {seed}: another process is training it; waiting")
+            claim = claim_run(directory, wait=True)
+        with claim:
+            stored = None if rerun else load_finished(directory, run_config)
+            if stored is not None:  # the other process finished it
+                results.append(stored["result"])
+                continue
+            if rerun or (directory / "summary.json").exists():
+                clear_run(directory)  # --rerun, or a finished run of other settings: replaced
+            write_json_atomic(directory / "config.json", run_config)
+            result = train_run(
+                spec, data, config, seed, progress=progress, position=1,
+                save_model=directory / "model.pt", checkpoint=directory / "checkpoint.pt",
+                metrics=directory / "metrics.jsonl",
+            ).to_dict()  # fmt: skip
+            write_json_atomic(directory / "summary.json", {"config": run_config, "result": result})
+            remove_checkpoints(directory / "checkpoint.pt")  # the finished run keeps model.pt
         results.append(result)
         outer.write(
             f"{spec.label:>24s} seed {seed}: test acc {100 * result['test_accuracy']:.2f}%  "
@@ -101,22 +125,25 @@ def _header(dataset: str, config: TrainConfig, seeds: Sequence[int]) -> str:
 
 
 def write_reports(results: list[dict[str, Any]], root: Path, header: str = "") -> str:
-    """Write ``results.csv``, ``metrics.csv``, ``summary.md`` and ``accuracy.png`` under ``root``."""
+    """Write ``results.csv``, ``metrics.csv``, ``summary.md`` and ``accuracy.png`` under ``root``
+    (each through a temporary file and a rename)."""
     root.mkdir(parents=True, exist_ok=True)
     table = summary_table(results)
-    (root / "summary.md").write_text(header + "\n" + table)
+    write_text_atomic(root / "summary.md", header + "\n" + table)
     fields = ["method", "seed", "test_accuracy", "test_loss", "train_loss", "train_accuracy",
-              "wall_time", "steps", "closure_calls"]  # fmt: skip
-    with open(root / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results)
-    with open(root / "metrics.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", "seed", *results[0]["history"][0].keys()])
-        for r in results:
-            for h in r["history"]:
-                writer.writerow([r["method"], r["seed"], *h.values()])
+              "wall_time", "cpu_time", "steps", "closure_calls"]  # fmt: skip
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(results)
+    write_text_atomic(root / "results.csv", handle.getvalue())
+    handle = io.StringIO(newline="")
+    rows = csv.writer(handle)
+    rows.writerow(["method", "seed", *results[0]["history"][0].keys()])
+    for r in results:
+        for h in r["history"]:
+            rows.writerow([r["method"], r["seed"], *h.values()])
+    write_text_atomic(root / "metrics.csv", handle.getvalue())
     plot_accuracy(results, root / "accuracy.png")
-    (root / "results.json").write_text(json.dumps(results, indent=1))
+    write_text_atomic(root / "results.json", json.dumps(results, indent=1))
     return table

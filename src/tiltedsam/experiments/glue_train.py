@@ -37,7 +37,13 @@ from torch import Tensor, nn
 
 from tiltedsam.data.glue import TASKS, TextPairs, glue_metrics, load_glue_split
 from tiltedsam.experiments.methods import SEEDED, MethodSpec, parse_method
-from tiltedsam.experiments.store import load_finished, run_dir, write_json_atomic
+from tiltedsam.experiments.store import (
+    claim_run,
+    clear_run,
+    load_finished,
+    run_dir,
+    write_json_atomic,
+)
 
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -512,7 +518,7 @@ def glue_sweep(
     ``lr=`` option (tune the base learning rate with the base optimizer, then ρ and t).
     """
     from tiltedsam.experiments.report import write_glue_report
-    from tiltedsam.experiments.sweep import _claim, expand_grid
+    from tiltedsam.experiments.sweep import expand_grid
 
     specs = expand_grid(grid)
     labels = [parse_method(s).label for s in specs]
@@ -546,18 +552,23 @@ def glue_sweep(
                 if stored is not None:
                     done.append(stored["result"])
                     continue
-                if not _claim(directory):
+                claim = claim_run(directory)
+                if claim is None:
                     log(f"{spec.label} seed {seed}: claimed by another process, skipped")
                     continue
-                try:
+                with claim:
+                    stored = load_finished(directory, run_config)  # finished meanwhile?
+                    if stored is not None:
+                        done.append(stored["result"])
+                        continue
+                    if (directory / "summary.json").exists():
+                        clear_run(directory)  # a finished run of other settings: replaced
                     write_json_atomic(directory / "config.json", run_config)
                     result = train_glue_run(spec, data, config, seed, progress=progress,
                                             metrics=directory / "metrics.jsonl",
                                             save_model=directory / "model.pt")  # fmt: skip
                     write_json_atomic(directory / "summary.json",
                                       {"config": run_config, "result": result})  # fmt: skip
-                finally:
-                    (directory / "claim").unlink(missing_ok=True)
                 done.append(result)
                 log(f"{config.task} {spec.label:>28s} seed {seed}: val {result['val_score']:.4f} "
                     f"dev {result['dev_score']:.4f} loss {result['train_loss']:.4f} "

@@ -28,10 +28,18 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "tsam": {"tilt": 1.0, "num_samples": 3, "rho": 0.05, "noise_radius": 1.0, "sampler": "ascent"},
     # Naive TSAM (paper Fig. 8): uniform samples in the radius-1 ball, s = 6 (TSAM's 6 passes).
     "tsam-naive": {"tilt": 1.0, "num_samples": 6, "rho": 1.0},
+    # Cheaper estimator (issue #8): s forward-only scores, one resampled forward+backward.
+    "tsam-resample": {
+        "tilt": 1.0,
+        "num_samples": 2,
+        "rho": 0.05,
+        "noise_radius": 1.0,
+        "ascent": "selected",
+    },
 }
 
 # Methods that draw random perturbations: the run's seed also seeds their generator.
-SEEDED = {"rsam", "tracesam", "frobsam", "detsam", "tsam", "tsam-naive"}
+SEEDED = {"rsam", "tracesam", "frobsam", "detsam", "tsam", "tsam-naive", "tsam-resample"}
 
 
 def expand_methods(methods: list[str]) -> list[str]:

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tiltedsam.experiments.store import write_text_atomic
+
+
+def _savefig_atomic(fig: Any, path: Path) -> None:
+    """Save a figure as PNG through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -73,7 +84,7 @@ def plot_accuracy(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_ylim(max(min(finite), top - 30), min(100, top + 2))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    _savefig_atomic(fig, path)
     plt.close(fig)
 
 
@@ -140,10 +151,15 @@ def write_sweep_report(root: str | Path) -> str:
     lines += ["All configurations:", "", header]
     lines += [_row(label, runs) for label, runs in groups.items()]
     text = "\n".join(lines) + "\n"
-    (root / "report.md").write_text(text)
+    write_text_atomic(root / "report.md", text)
     chosen = [r for r in results if r["method"] in set(selected.values())] or list(results)
     plot_accuracy(chosen, root / "accuracy_vs_epoch.png")
     _plot_tilt(results, root / "accuracy_vs_t.png")
+    curve = tilt_curve(results, selected.get("tsam"))
+    if curve:
+        text += "\n" + curve
+        (root / "report.md").write_text(text)
+        _plot_tilt_convergence(results, root / "convergence_vs_t.png", selected.get("tsam"))
     _plot_wall(chosen, root / "wall_time.png")
     return text
 
@@ -180,6 +196,87 @@ def _plot_tilt(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
+    _savefig_atomic(fig, path)
+    plt.close(fig)
+
+
+def _tsam_by_tilt(
+    results: Sequence[dict[str, Any]], reference: str | None = None
+) -> dict[float, list[dict[str, Any]]]:
+    """TSAM runs grouped by t; with ``reference`` (a TSAM label), only the runs whose other
+    options (lr, s, ρ, ...) equal that run's, so the curve varies t alone."""
+
+    def rest(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r["config"].get("options", {}).items() if k != "tilt"}
+
+    tsam = [r for r in results if r["config"]["method"] == "tsam"
+            and "tilt" in r["config"].get("options", {})]  # fmt: skip
+    ref = next((r for r in tsam if r["method"] == reference), None)
+    by_t: dict[float, list[dict[str, Any]]] = {}
+    for r in tsam:
+        if ref is None or rest(r) == rest(ref):
+            by_t.setdefault(float(r["config"]["options"]["tilt"]), []).append(r)
+    return dict(sorted(by_t.items()))
+
+
+def tilt_curve(results: Sequence[dict[str, Any]], reference: str | None = None) -> str:
+    """Markdown: TSAM accuracy against t, and the convergence speed (test accuracy after 25%
+    and 50% of the epochs, training objective at 50%), mean ± std over the seeds of each t
+    (paper Fig. 3); other options fixed at those of ``reference`` (the selected TSAM run)."""
+    by_t = _tsam_by_tilt(results, reference)
+    if len(by_t) < 2:
+        return ""
+    fixed = "" if reference is None else f"; other options as in {reference}"
+    lines = [f"TSAM against the tilt t (accuracy in %, mean ± std over seeds{fixed}):", "",
+             "| t | seeds | val acc | test acc | test acc at 25% of epochs | at 50% | "
+             "train loss at 50% | wall time (s) |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t, runs in by_t.items():
+
+        def at(fraction: float, key: str, runs=runs) -> str:
+            values = []
+            for r in runs:
+                history = r.get("history") or []
+                if history:
+                    index = max(0, math.ceil(fraction * len(history)) - 1)
+                    values.append(history[index][key] * (100 if "accuracy" in key else 1))
+            if not values:
+                return "–"
+            mean, std = mean_std(values)
+            return f"{mean:.2f} ± {std:.2f}" if "accuracy" in key else f"{mean:.3f} ± {std:.3f}"
+
+        row = _row(f"{t:g}", runs).split(" | ")
+        wall = statistics.fmean(r["wall_time"] for r in runs)
+        lines.append(f"| {t:g} | {len(runs)} | {row[2]} | {row[3]} | {at(0.25, 'test_accuracy')} | "
+                     f"{at(0.5, 'test_accuracy')} | {at(0.5, 'step_loss')} | {wall:.1f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _plot_tilt_convergence(
+    results: Sequence[dict[str, Any]], path: Path, reference: str | None = None
+) -> None:
+    """Test accuracy and training (tilted) loss against the epoch, one line per t."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
+    for t, runs in _tsam_by_tilt(results, reference).items():
+        histories = [r["history"] for r in runs if r.get("history")]
+        if not histories:
+            continue
+        epochs = min(len(h) for h in histories)
+        xs = list(range(1, epochs + 1))
+        for ax, key, scale in ((axes[0], "test_accuracy", 100), (axes[1], "step_loss", 1)):
+            ys = [statistics.fmean(scale * h[e][key] for h in histories) for e in range(epochs)]
+            ax.plot(xs, ys, "o-", ms=3, label=f"t={t:g}")
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[1].set_ylabel("training objective (step loss)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
@@ -197,7 +294,7 @@ def _plot_wall(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(range(len(names)), [n[:18] for n in names], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("training wall time (s)")
     fig.tight_layout()
-    fig.savefig(path)
+    _savefig_atomic(fig, path)
     plt.close(fig)
 
 

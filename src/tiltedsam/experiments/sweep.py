@@ -5,9 +5,12 @@ Grid syntax: ``METHOD:key=v1/v2/...,key2=w1/w2`` expands to the Cartesian produc
 values (``tsam:tilt=0/1/5/20/100,num_samples=3/5`` is 10 method specs).  A method given without a
 grid runs once with its defaults.
 
-Concurrency: each run directory is claimed by creating ``claim`` with ``O_EXCL`` before training,
-so two sweeps pointed at the same directory never train the same configuration twice; a claim
-whose process is gone is taken over.
+Concurrency: each run directory is claimed (:func:`claim_run`, an ``flock`` on its ``claim``
+file) before training, and checked again for a finished result once claimed, so two sweeps
+pointed at the same directory never train the same configuration twice; a claim dies with its
+process (even on SIGKILL).  A sweep that finds a run claimed by another goes on with the rest
+and, at the end, waits for that run and reads its result, so both sweeps end with every result
+and a complete report.  Every file is written through a temporary file and a rename.
 """
 
 from __future__ import annotations
@@ -20,10 +23,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tiltedsam._validation import check_int_at_least
 from tiltedsam.data import load_dataset
+from tiltedsam.experiments.checkpoint import remove_checkpoints
 from tiltedsam.experiments.methods import parse_method
-from tiltedsam.experiments.store import load_finished, run_dir, write_json_atomic
-from tiltedsam.experiments.train import TrainConfig, train_run
+from tiltedsam.experiments.store import (
+    claim_run,
+    clear_run,
+    load_finished,
+    run_dir,
+    write_json_atomic,
+)
+from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
 
 
 def expand_grid(entries: Sequence[str]) -> list[str]:
@@ -50,36 +61,27 @@ def expand_grid(entries: Sequence[str]) -> list[str]:
     return specs
 
 
-def _claim(directory: Path) -> bool:
-    directory.mkdir(parents=True, exist_ok=True)
-    claim = directory / "claim"
-    try:
-        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        try:
-            pid = int(claim.read_text() or "0")
-            os.kill(pid, 0)
-            return False  # a live process owns it
-        except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
-            claim.unlink(missing_ok=True)  # stale: its process is gone
-            return _claim(directory)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(str(os.getpid()))
-    return True
-
-
-def _run_one(job: dict[str, Any]) -> dict[str, Any] | None:
-    spec = parse_method(job["spec"])
+def _run_one(job: dict[str, Any], wait: bool = False) -> dict[str, Any] | None:
+    """Train one grid point × seed unless finished; None if another live process holds it."""
     directory = Path(job["directory"])
-    if load_finished(directory, job["run_config"]) is not None:
-        return load_finished(directory, job["run_config"])["result"]
-    if not _claim(directory):
+    stored = load_finished(directory, job["run_config"])
+    if stored is not None:
+        return stored["result"]
+    claim = claim_run(directory, wait=wait)
+    if claim is None:
         return None
-    if job.get("threads"):
-        import torch
+    with claim:
+        # Another sweep may have finished this run between the check above and the claim.
+        stored = load_finished(directory, job["run_config"])
+        if stored is not None:
+            return stored["result"]
+        if (directory / "summary.json").exists():
+            clear_run(directory)  # a finished run of other settings: replaced
+        if job.get("threads"):
+            import torch
 
-        torch.set_num_threads(job["threads"])
-    try:
+            torch.set_num_threads(job["threads"])
+        spec = parse_method(job["spec"])
         data = load_dataset(**job["data"])
         config = TrainConfig(**job["run_config"]["train"])
         write_json_atomic(directory / "config.json", job["run_config"])
@@ -90,10 +92,12 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any] | None:
         write_json_atomic(
             directory / "summary.json", {"config": job["run_config"], "result": result}
         )
-        (directory / "checkpoint.pt").unlink(missing_ok=True)
+        remove_checkpoints(directory / "checkpoint.pt")
         return result
-    finally:
-        (directory / "claim").unlink(missing_ok=True)
+
+
+def _run_waiting(job: dict[str, Any]) -> dict[str, Any] | None:
+    return _run_one(job, wait=True)
 
 
 def sweep(
@@ -119,8 +123,14 @@ def sweep(
     """
     if not val_size:
         raise ValueError("sweep selects hyperparameters on a validation split: give val_size > 0")
+    check_int_at_least("workers", workers, 1)
     config = config or TrainConfig()
+    seeds = check_seeds(seeds)
+    if select_seeds is not None:
+        select_seeds = check_seeds(select_seeds)
     specs = expand_grid(grid)
+    for spec in specs:  # a bad option fails here, before any process starts
+        check_method(parse_method(spec), config)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(root / "sweep.json",
@@ -153,9 +163,13 @@ def _run_jobs(specs, seeds, config, dataset, data_args, root, workers) -> list[d
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(_run_one, jobs))
+            # Runs another sweep held: wait for them (or train them if it gave up).
+            waiting = [job for job, r in zip(jobs, results, strict=True) if r is None]
+            waited = iter(list(pool.map(_run_waiting, waiting)))
     else:
         results = [_run_one(job) for job in jobs]
-    done = [r for r in results if r is not None]
+        waited = (_run_waiting(job) for job, r in zip(jobs, results, strict=True) if r is None)
+    done = [r if r is not None else next(waited) for r in results]
     from tiltedsam.experiments.report import write_sweep_report
 
     write_sweep_report(root)

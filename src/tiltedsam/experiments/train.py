@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,11 +16,26 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from tiltedsam._validation import (
+    check_choice,
+    check_int_at_least,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
 from tiltedsam.data.cifar import random_crop_flip
 from tiltedsam.data.mnist1d import ArrayDataset
+from tiltedsam.experiments.checkpoint import (
+    CheckpointError,
+    load_latest,
+    save_checkpoint,
+)
 from tiltedsam.experiments.methods import SEEDED, MethodSpec
-from tiltedsam.models import create_model
+from tiltedsam.models import MODELS, create_model
 from tiltedsam.optim import PerturbationOptimizer, create_optimizer
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "order_rng", "augment_rng", "torch_rng",
+                   "history", "wall_time", "epoch")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -34,21 +52,20 @@ class TrainConfig:
     lr_schedule: str = "cosine"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be an int >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {self.batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be in (0, inf), got {self.lr}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(
-                f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}"
-            )
+        check_choice("model", self.model, sorted(MODELS))
+        check_int_at_least("epochs", self.epochs, 1)
+        check_int_at_least("batch_size", self.batch_size, 1)
+        check_positive("lr", self.lr)
+        check_nonnegative("momentum", self.momentum)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_unit_interval("label_smoothing", self.label_smoothing)
+        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
 
 
 @dataclass
 class RunResult:
-    """What a run measured.  ``wall_time`` counts training steps only, not evaluation."""
+    """What a run measured.  ``wall_time`` counts training steps only, not evaluation;
+    ``cpu_time`` is the process CPU time of the same steps (robust to a shared machine)."""
 
     method: str
     seed: int
@@ -61,6 +78,9 @@ class RunResult:
     closure_calls: int
     history: list[dict[str, float]] = field(default_factory=list)
     val_accuracy: float | None = None
+    skipped_steps: int = 0  # steps a nonfinite policy skipped
+    skipped_samples: int = 0  # TSAM samples dropped by nonfinite="skip_sample"
+    cpu_time: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,10 +102,117 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 
 def _save_atomic(payload: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file (fsynced), then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def run_fingerprint(
+    method: MethodSpec, data: ArrayDataset, config: TrainConfig, seed: int
+) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: method and options, seed, training settings
+    and the data's shape (JSON-normalised, so it compares equal after a round trip)."""
+    fingerprint = {
+        "method": method.name,
+        "options": method.kwargs(),
+        "seed": seed,
+        "train": asdict(config),
+        "data": {
+            "name": data.name,
+            "input_shape": list(data.x_train.shape[1:]),
+            "num_classes": data.num_classes,
+            "train_examples": len(data.x_train),
+            "val_examples": 0 if data.x_val is None else len(data.x_val),
+            "test_examples": len(data.x_test),
+        },
+    }
+    return json.loads(json.dumps(fingerprint, default=str))
+
+
+def _check_model_fits_data(model: nn.Module, data: ArrayDataset, name: str) -> None:
+    """One forward pass on one example (eval mode, no state change); a clear error if the
+    model does not accept the data's inputs or gives the wrong number of outputs."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(data.x_train[:1])
+    except RuntimeError as err:
+        raise ValueError(
+            f"model {name!r} does not fit data set {data.name!r} (inputs of shape "
+            f"{tuple(data.x_train.shape[1:])}): {err}. Pick a model for this data "
+            "(cnn1d or mlp for mnist1d; cnn2d, mlp or a ResNet for images)"
+        ) from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise ValueError(
+            f"model {name!r} gives outputs of shape {tuple(out.shape)} for data set "
+            f"{data.name!r}, expected (batch, {data.num_classes}) for its {data.num_classes} classes"
+        )
+
+
+def check_seeds(seeds: Any) -> list[int]:
+    """A non-empty list of int seeds."""
+    if isinstance(seeds, int | str) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds must be a list of ints, got {seeds!r}")
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed, got none")
+    for seed in seeds:
+        check_int_at_least("seed", seed, 0)
+    return seeds
+
+
+def check_method(method: MethodSpec, config: TrainConfig) -> None:
+    """Build ``method``'s optimizer on a dummy parameter, so a bad option fails before training,
+    with an error that names the method and the option (and lists the allowed ones)."""
+    kwargs = method.kwargs()
+    lr = kwargs.pop("lr", config.lr)
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ValueError(f"{method.label!r}: option lr must be a number in (0, inf), got {lr!r}")
+    if method.name == "esam1":
+        budget = kwargs.pop("budget", None)
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+            raise ValueError(f"{method.label!r}: esam1 budget must be an int >= 1, got {budget!r}")
+    dummy = nn.Linear(1, 1)
+    shared = {"lr": float(lr), "momentum": config.momentum, "weight_decay": config.weight_decay}
+    try:
+        create_optimizer(method.name, dummy.parameters(), base="sgd", **shared, **kwargs)
+    except TypeError as err:
+        match = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if match is None:
+            raise TypeError(f"{method.label!r}: {err}") from None
+        cls = type(create_optimizer(method.name, dummy.parameters(), base="sgd", lr=0.1))
+        allowed = _keywords(cls) | _keywords(torch.optim.SGD) | {"lr"}
+        allowed |= {"budget"} if method.name == "esam1" else set()
+        raise ValueError(
+            f"{method.label!r}: unknown option {match.group(1)!r} for method {method.name}; "
+            f"its options are {', '.join(sorted(allowed))}"
+        ) from None
+    except ValueError as err:
+        raise ValueError(f"{method.label!r}: {err}") from None
+
+
+def _keywords(cls: type) -> set[str]:
+    skip = {"self", "params", "base_optimizer_cls", "model"}
+    return {
+        name
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    }
+
+
+def _metrics_records(metrics: Path | None) -> int:
+    """How many epoch records a metrics file holds (0 if there is none)."""
+    if metrics is None or not metrics.exists():
+        return 0
+    return sum(1 for line in metrics.read_text().splitlines() if line.strip())
 
 
 def train_run(
@@ -105,14 +232,24 @@ def train_run(
 
     With ``checkpoint``, the whole state (model, optimizer incl. base state and perturbation RNG,
     LR scheduler, data-order and augmentation generators, torch's global RNG, history, wall time)
-    is written there atomically after every epoch, and a run that finds it resumes after the last
-    finished epoch: an interrupted and resumed run ends with the same parameters and metrics as an
-    uninterrupted one (on CPU).  ``stop_after_epochs`` ends the call early (to test resumption).
-    With ``metrics``, the per-epoch records are (re)written there as JSON lines after every epoch.
-    With ``save_model``, the final ``model.state_dict()`` is written there (atomically).
+    is written there after every epoch, atomically and with a checksum, the previous one kept as
+    ``<stem>.prev.pt`` (:mod:`tiltedsam.experiments.checkpoint`).  A run that finds a checkpoint
+    resumes after its last finished epoch: an interrupted and resumed run ends with the same
+    parameters and metrics as an uninterrupted one (on CPU).  A damaged checkpoint is skipped
+    with a warning for the previous one; :class:`CheckpointError` is raised when no checkpoint is
+    usable, when it was written for another configuration, or when ``metrics`` records finished
+    epochs but no checkpoint exists (a run never restarts from scratch over its own results).
+    ``stop_after_epochs`` ends the call early (to test resumption).  With ``metrics``, the
+    per-epoch records are (re)written there as JSON lines after every epoch.  With
+    ``save_model``, the final ``model.state_dict()`` is written there (atomically).
+
+    An epoch that ends with non-finite parameters raises ``FloatingPointError`` before its
+    checkpoint is written, so the last checkpoint holds the last finite state.
     """
     torch.manual_seed(seed)
     model = create_model(config.model, data.x_train.shape[1:], data.num_classes)
+    _check_model_fits_data(model, data, config.model)
+    fingerprint = run_fingerprint(method, data, config, seed)
     kwargs = method.kwargs()
     # A method may carry its own learning rate (``sam:lr=0.05``), so a sweep can tune lr per
     # method with the same grid budget; otherwise the shared ``config.lr`` applies.
@@ -129,7 +266,7 @@ def train_run(
     total_steps = steps_per_epoch * epochs
     if method.name in SEEDED:
         kwargs.setdefault("seed", seed)
-    if method.name in ("tsam", "tsam-naive"):
+    if method.name in ("tsam", "tsam-naive", "tsam-resample"):
         if kwargs.get("tilt_schedule", "constant") != "constant":
             kwargs.setdefault("total_steps", total_steps)
     if method.name != "erm":
@@ -152,18 +289,46 @@ def train_run(
     order = torch.Generator().manual_seed(seed)
     augment_gen = torch.Generator().manual_seed(seed + 1)
     history: list[dict[str, float]] = []
-    wall = 0.0
+    wall = cpu = 0.0
     start_epoch = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        order.set_state(state["order_rng"])
-        augment_gen.set_state(state["augment_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        history, wall, start_epoch = state["history"], state["wall_time"], state["epoch"]
+    closure_calls_before = 0
+    if checkpoint is not None:
+        found = load_latest(checkpoint, _require_keys)
+        if found is None and _metrics_records(metrics):
+            raise CheckpointError(
+                f"{metrics} records {_metrics_records(metrics)} finished epoch(s) but there is no "
+                f"checkpoint {checkpoint}; refusing to train from scratch over them. Restore the "
+                f"checkpoint, or delete {metrics} (--rerun) to start this run over"
+            )
+        if found is not None:
+            state, source = found
+            stored = state.get("fingerprint")
+            if stored is not None and stored != fingerprint:
+                changed = sorted(k for k in fingerprint if stored.get(k) != fingerprint[k])
+                raise CheckpointError(
+                    f"{source} was written by a run with different settings (they differ in "
+                    f"{', '.join(changed)}); resuming it would mix two configurations. Delete "
+                    f"it (--rerun) to train this configuration from scratch, or use another "
+                    "output directory"
+                )
+            try:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(state["scheduler"])
+                order.set_state(state["order_rng"])
+                augment_gen.set_state(state["augment_rng"])
+                torch.set_rng_state(state["torch_rng"])
+            except (RuntimeError, ValueError, KeyError, TypeError) as err:
+                raise CheckpointError(
+                    f"{source} does not match this run's model or optimizer ({err}); delete it "
+                    "(--rerun) to train from scratch"
+                ) from None
+            history, wall, start_epoch = state["history"], state["wall_time"], state["epoch"]
+            closure_calls_before = int(state.get("closure_calls", 0))
+            cpu = history[-1].get("cpu_time", 0.0) if history else 0.0
+    if isinstance(optimizer, PerturbationOptimizer):
+        optimizer.closure_calls = closure_calls_before
     bar = tqdm(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
@@ -180,42 +345,56 @@ def train_run(
         model.train()
         perm = torch.randperm(len(data.x_train), generator=order)
         step_losses = torch.zeros(())
-        start = time.perf_counter()
+        finite_steps = torch.zeros((), dtype=torch.long)
+        start, cpu_start = time.perf_counter(), time.process_time()
         for first in range(0, len(perm), config.batch_size):
             idx = perm[first : first + config.batch_size]
             inputs, targets = data.x_train[idx], data.y_train[idx]
             if data.augment == "crop_flip":
                 inputs = random_crop_flip(inputs, augment_gen, data.pad_value)
 
-            def closure(inputs=inputs, targets=targets):
+            def closure(inputs=inputs, targets=targets, backward=True):
                 loss = loss_fn(model(inputs), targets)
-                loss.backward()
+                if backward:  # tsam-resample scores perturbations with backward=False
+                    loss.backward()
                 return loss
 
             optimizer.zero_grad(set_to_none=True)
-            step_losses = step_losses + optimizer.step(closure).detach()
+            loss = optimizer.step(closure).detach()
+            # A step skipped by a nonfinite policy returns a non-finite loss: not averaged.
+            finite = torch.isfinite(loss)
+            step_losses = step_losses + torch.where(finite, loss, 0.0)
+            finite_steps = finite_steps + finite
             if scheduler is not None:
                 scheduler.step()
             bar.update(1)
         wall += time.perf_counter() - start
+        cpu += time.process_time() - cpu_start
+        bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            bar.close()
+            raise FloatingPointError(
+                f"{method.label} seed {seed} diverged in epoch {epoch + 1}: parameters "
+                f"{bad[:3]}{' ...' if len(bad) > 3 else ''} hold NaN/inf (the last checkpoint, "
+                f"epoch {epoch}, is kept). Lower the learning rate, or give the method the option "
+                "nonfinite=skip (tsam: nonfinite=skip_sample) to skip non-finite steps"
+            )
         test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        n_finite = int(finite_steps)
         record = {
             "epoch": epoch + 1,
-            "step_loss": float(step_losses) / steps_per_epoch,
+            "step_loss": float(step_losses) / n_finite if n_finite else math.nan,
             "test_loss": test_loss,
             "test_accuracy": test_acc,
             "wall_time": wall,
+            "cpu_time": cpu,
         }
         if data.x_val is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, data.x_val, data.y_val)
         history.append(record)
         bar.set_postfix(loss=f"{record['step_loss']:.3f}", test_acc=f"{test_acc:.3f}")
-        if metrics is not None:
-            tmp = metrics.with_name(f".{metrics.name}.tmp")
-            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-            tmp.replace(metrics)
-        if checkpoint is not None:
-            _save_atomic(
+        if checkpoint is not None:  # before the metrics, so metrics never run ahead of it
+            save_checkpoint(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -226,9 +405,15 @@ def train_run(
                     "history": history,
                     "wall_time": wall,
                     "epoch": epoch + 1,
+                    "closure_calls": getattr(optimizer, "closure_calls", 0),
+                    "fingerprint": fingerprint,
                 },
                 checkpoint,
             )
+        if metrics is not None:
+            tmp = metrics.with_name(f".{metrics.name}.{os.getpid()}.tmp")
+            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+            tmp.replace(metrics)
     bar.close()
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     if save_model is not None:
@@ -243,8 +428,17 @@ def train_run(
         train_loss=train_loss,
         train_accuracy=train_acc,
         wall_time=wall,
+        cpu_time=cpu,
         steps=total_steps,
         closure_calls=calls,
         history=history,
         val_accuracy=last.get("val_accuracy"),
+        skipped_steps=getattr(optimizer, "skipped_steps", 0),
+        skipped_samples=getattr(optimizer, "skipped_samples", 0),
     )
+
+
+def _require_keys(payload: dict[str, Any], source: Path) -> None:
+    missing = [k for k in CHECKPOINT_KEYS if k not in payload]
+    if missing:
+        raise CheckpointError(f"{source}: not a training checkpoint (missing {missing})")

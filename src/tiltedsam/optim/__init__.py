@@ -11,6 +11,7 @@
 | ``tracesam`` / ``frobsam`` / ``detsam`` | :class:`TraceSAM` / :class:`FrobSAM` / :class:`DetSAM` | 1 + n |
 | ``tsam`` | :class:`TSAM` (ascent sampler) | 2s |
 | ``tsam-naive`` | :class:`TSAM` with ``sampler="uniform"`` (paper Fig. 8) | s |
+| ``tsam-resample`` | :class:`TSAMResample`: s forward-only scores, one resampled backward | s + 2 (s forward only) |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tiltedsam.optim.pgn import PGN
 from tiltedsam.optim.rsam import RSAM
 from tiltedsam.optim.sam import SAM
 from tiltedsam.optim.tsam import TSAM, StepDiagnostics
+from tiltedsam.optim.tsam_resample import TSAMResample
 from tiltedsam.optim.universal import DetSAM, FrobSAM, TraceSAM
 
 BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -52,6 +54,7 @@ REGISTRY: dict[str, _Factory] = {
     "detsam": lambda params, base, **kw: DetSAM(params, base, **kw),
     "tsam": lambda params, base, **kw: TSAM(params, base, **kw),
     "tsam-naive": lambda params, base, **kw: TSAM(params, base, **{"sampler": "uniform", **kw}),
+    "tsam-resample": lambda params, base, **kw: TSAMResample(params, base, **kw),
 }
 
 OPTIMIZERS = tuple(REGISTRY)
@@ -109,6 +112,7 @@ __all__ = [
     "FrobSAM",
     "PerturbationOptimizer",
     "StepDiagnostics",
+    "TSAMResample",
     "TraceSAM",
     "create_optimizer",
 ]

@@ -128,6 +128,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         self._bn_buffers = _batchnorm_buffers(model)
         self._bn_snapshot: list[Tensor] | None = None
         self._buffers: dict[str, list[Tensor]] = {}
+        self._checked_buffers: set[str] = set()
         self._pass_in_step = 0
         self._reached: list[bool] = []
         self.step_count = 0
@@ -188,9 +189,13 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             start += len(params)
 
     def _buffer(self, name: str) -> list[Tensor]:
-        """A reusable parameter-shaped buffer list (allocated once, kept across steps)."""
-        params = self._trainable_params()
+        """A reusable parameter-shaped buffer list (allocated once, kept across steps).
+
+        Checked against the parameters once per step (``_begin_step`` resets the check)."""
         buf = self._buffers.get(name)
+        if buf is not None and name in self._checked_buffers:
+            return buf
+        params = self._trainable_params()
         if (
             buf is None
             or len(buf) != len(params)
@@ -201,6 +206,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         ):
             buf = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
             self._buffers[name] = buf
+        self._checked_buffers.add(name)
         return buf
 
     @property
@@ -231,6 +237,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             dist_ops.check_ranks_agree(self._rank_settings(params), params[0].device,
                                        self.process_group)  # fmt: skip
             self._ranks_checked = True
+        self._checked_buffers.clear()
         torch._foreach_copy_(self._buffer("theta"), params)
         self._pass_in_step = 0
         self._bn_snapshot = None
@@ -273,7 +280,21 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         torch._foreach_copy_(self._trainable_params(), self._buffer("theta"))
 
     def _evaluate(self, closure: Closure) -> Tensor:
-        """One pass: clear grads, run the closure with grad enabled, check and return the loss."""
+        """One pass: clear grads, run the closure with grad enabled, check and return the loss.
+
+        If the closure (or a check) raises, θ and the BatchNorm statistics are restored first:
+        an exception never leaves the parameters at a perturbed point.
+        """
+        try:
+            return self._evaluate_pass(closure)
+        except BaseException:
+            self._restore()
+            if self._bn_snapshot is not None:
+                torch._foreach_copy_(self._bn_buffers, self._bn_snapshot)
+                self._bn_snapshot = None
+            raise
+
+    def _evaluate_pass(self, closure: Closure) -> Tensor:
         for p in self._trainable_params():
             p.grad = None
         with torch.enable_grad():

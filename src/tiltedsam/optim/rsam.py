@@ -1,4 +1,4 @@
-r"""R-SAM: random sharpness-aware minimisation (Liu, Mai, Cheng, Chen, Hsieh, You; CVPR 2022,
+r"""R-SAM: random sharpness-aware minimisation (Liu, Mai, Cheng, Chen, Hsieh, You; NeurIPS 2022,
 "Random Sharpness-Aware Minimization"; official code RSAM-Optimizer/R-SAM, ``vit_jax/train.py``).
 
 One step, as in the official code:

@@ -1,4 +1,4 @@
-r"""TSAM: Tilted Sharpness-Aware Minimization (Li, Zhou, Beirami, Smith; ICLR 2025).
+r"""TSAM: Tilted Sharpness-Aware Minimization (Li, Zhou, Bilmes; ICLR 2025, arXiv 2410.22656).
 
 Objective (paper Eq. 3): :math:`L^t(\theta) = \frac1t \log \mathbb E_\mu[e^{tL(\theta+\varepsilon)}]`.
 One step (paper Algorithm 1) with s perturbations drawn by a sampler (Algorithm 2 = ``ascent``):
@@ -20,6 +20,12 @@ measured better on MNIST-1D (see the README).  ``delta`` also sets the HMC sampl
 objective over the s perturbed losses (exponent t, not t − δ); no extra pass is made.  It is a
 Monte-Carlo estimate with s samples and biased low.
 
+Non-finite values: besides the shared policies (``"raise"``, ``"skip"``, ``"unchecked"``; see
+:mod:`tiltedsam.optim.base`), ``nonfinite="skip_sample"`` drops a sample whose perturbed loss or
+gradient is NaN/inf from the tilted average (weight 0, counted in ``skipped_samples``) and steps
+with the others; if every sample of a step is dropped, the step is skipped (``skipped_steps``).
+It adds no host synchronisation: the per-sample checks stay on the device.
+
 Departures from the official code: BatchNorm statistics are updated once per step (first pass)
 instead of once per sample; no gradient copies are stored; noise uses the optimizer's own
 generator.
@@ -30,13 +36,19 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tiltedsam._validation import check_int_at_least, check_nonnegative, check_unit_interval
-from tiltedsam.optim.base import Closure, PerturbationOptimizer
+from tiltedsam._validation import (
+    check_choice,
+    check_int_at_least,
+    check_nonnegative,
+    check_unit_interval,
+)
+from tiltedsam.optim.base import NONFINITE_POLICIES, Closure, PerturbationOptimizer
 from tiltedsam.samplers import Sampler, make_sampler
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import (
@@ -46,18 +58,63 @@ from tiltedsam.tilt import (
     tilted_weights,
 )
 
+TSAM_NONFINITE_POLICIES = (*NONFINITE_POLICIES, "skip_sample")
+
+
+def _finite(loss: Tensor, grads: list[Tensor]) -> Tensor:
+    """0-dim bool tensor on the device: the loss and every gradient entry are finite."""
+    dtype = torch.float64 if loss.dtype == torch.float64 else torch.float32
+    total = loss.to(dtype)
+    if grads:
+        total = total + torch.stack(torch._foreach_norm(grads, 2, dtype=dtype)).sum()
+    return torch.isfinite(total)
+
+
+def _masked_objective(losses: Tensor, mask: Tensor, t: float) -> Tensor:
+    """The log-mean-exp estimate over the samples in ``mask`` (NaN if there is none)."""
+    count = mask.sum()
+    if t == 0.0:
+        return torch.where(mask, losses, 0.0).sum() / count
+    masked = torch.where(mask, losses, -math.inf)
+    top = masked.amax()
+    if math.isinf(t):
+        return top
+    return top + (torch.logsumexp(t * (masked - top), dim=-1) - torch.log(count)) / t
+
+
+def _masked_weights(losses: Tensor, mask: Tensor, t: float) -> Tensor:
+    """``tilted_weights`` over the samples in ``mask``, 0 elsewhere (all 0 if there is none)."""
+    # Dropped samples get the smallest kept loss (never above the max), then weight 0.
+    filled = torch.where(mask, losses, torch.where(mask, losses, math.inf).amin())
+    weights = tilted_weights(filled, t) * mask
+    return torch.nan_to_num(weights / weights.sum(), nan=0.0)
+
 
 @dataclass
 class StepDiagnostics:
-    """What the last step saw.  Tensors stay on the device (read them when you need them)."""
+    """What the last step saw.  Tensors stay on the device (read them when you need them);
+    ``weights`` and ``effective_sample_size`` are computed from ``losses`` on first access, so
+    a step that nobody inspects does not pay for them."""
 
     tilt: float
     weight_tilt: float
     losses: Tensor
-    weights: Tensor
-    effective_sample_size: Tensor
     objective: Tensor
     took_step: bool
+    mask: Tensor | None = None  # with nonfinite="skip_sample": which samples counted
+
+    @cached_property
+    def weights(self) -> Tensor:
+        """The tilted weights softmax(weight_tilt · L) of the step's samples (0 for dropped
+        samples)."""
+        if self.mask is not None:
+            return _masked_weights(self.losses, self.mask, self.weight_tilt)
+        return tilted_weights(self.losses, self.weight_tilt)
+
+    @cached_property
+    def effective_sample_size(self) -> Tensor:
+        """Kish effective sample size 1/Σw² of ``weights``."""
+        return effective_sample_size(self.weights)
 
 
 class TSAM(PerturbationOptimizer):
@@ -76,9 +133,13 @@ class TSAM(PerturbationOptimizer):
         delta: importance-correction fraction in [0, 1]; weights use exponent (1 − delta)·t.
         tilt_schedule: ``"constant"``, ``"warmup"`` (0 → t) or ``"decay"`` (t → 0) over
             ``total_steps`` optimizer steps.
+        total_steps: length K of a ``"warmup"`` or ``"decay"`` schedule, in optimizer steps.
         model: the module, so BatchNorm statistics update once per step (see ``bn_update``).
+        bn_update: ``"first"`` (with ``model``, only the first pass of a step updates BatchNorm
+            running statistics) or ``"every"`` (every pass does).
         seed: seed of the perturbation generator; default ``torch.initial_seed()``.
-        nonfinite: ``"raise"``, ``"skip"`` or ``"unchecked"``.
+        nonfinite: ``"raise"``, ``"skip"`` (the whole step), ``"skip_sample"`` (drop the
+            non-finite samples, step with the rest) or ``"unchecked"``.
         **base_kwargs: passed to ``base_optimizer_cls`` (lr, momentum, weight_decay, ...).
 
     Passes (closure calls) per step: ``num_samples * sampler.passes_per_sample()`` (ascent: 2s).
@@ -104,6 +165,7 @@ class TSAM(PerturbationOptimizer):
         nonfinite: str = "raise",
         **base_kwargs: Any,
     ) -> None:
+        check_choice("nonfinite", nonfinite, TSAM_NONFINITE_POLICIES)
         self.schedule = TiltSchedule(tilt, tilt_schedule, total_steps)
         self.num_samples = check_int_at_least("num_samples", num_samples, 1)
         self.delta = check_unit_interval("delta", delta)
@@ -118,16 +180,25 @@ class TSAM(PerturbationOptimizer):
             defaults,
             model=model,
             bn_update=bn_update,
-            nonfinite=nonfinite,
+            # skip_sample is TSAM's own: the shared check skips the step if nothing is left.
+            nonfinite="skip" if nonfinite == "skip_sample" else nonfinite,
             seed=seed,
             **base_kwargs,
         )
+        self.nonfinite = nonfinite
+        # Dropped samples, counted on the device (no synchronisation); read ``skipped_samples``.
+        self._skipped_samples = torch.zeros((), dtype=torch.long, device=self.generator.device)
         self.last_step: StepDiagnostics | None = None
 
     @property
     def passes_per_step(self) -> int:
         """Closure calls per step (HMC with ``mh=True`` adds one per rejected proposal)."""
         return self.num_samples * self.sampler.passes_per_sample()
+
+    @property
+    def skipped_samples(self) -> int:
+        """Samples dropped by ``nonfinite="skip_sample"`` so far (reading it synchronises)."""
+        return int(self._skipped_samples)
 
     @property
     def tilt(self) -> float:
@@ -153,33 +224,56 @@ class TSAM(PerturbationOptimizer):
         sample_tilt = self._sample_tilt(t)
         params = self._begin_step()
         accumulator = TiltedAccumulator(weight_tilt, buffers=self._buffer("tilted_grad"))
+        per_sample = self.nonfinite == "skip_sample"
+        valid: list[Tensor] = []
         for _ in range(self.num_samples):
             self.sampler.perturb(self, closure, sample_tilt)
             loss = self._evaluate(closure)
             loss = self.sampler.finalize(self, closure, loss, sample_tilt)
-            accumulator.add(loss, self._grads(params))
+            grads = self._grads(params)
+            if per_sample:
+                valid.append(_finite(loss, grads))
+                accumulator.add(loss, grads, valid=valid[-1])
+            else:
+                accumulator.add(loss, grads)
             self._restore()
         grads = accumulator.result()
         losses = accumulator.stacked_losses()
-        objective = tilted_objective(losses, t)
-        weights = tilted_weights(losses, weight_tilt)
-        took = self._finish_step(params, grads, losses)
+        mask = None
+        if per_sample:
+            mask = torch.stack(valid)
+            self._skipped_samples += (~mask).sum().to(self._skipped_samples.device)
+            objective = _masked_objective(losses, mask, t)
+            # Dropped losses are not the step's business any more; the shared check sees the
+            # kept ones and a NaN when every sample was dropped (then the step is skipped).
+            none_left = torch.where(mask.any(), 0.0, math.nan).to(losses).reshape(1)
+            took = self._finish_step(
+                params, grads, torch.cat([torch.where(mask, losses, 0.0), none_left])
+            )
+        else:
+            # With weight tilt = t (delta = 0, the default) the accumulator's running max and
+            # normaliser give the objective: a few scalar ops instead of a pass over the losses.
+            if weight_tilt == t:
+                objective = accumulator.log_mean_exp(losses)
+            else:
+                objective = tilted_objective(losses, t)
+            took = self._finish_step(params, grads, losses)
         self.last_step = StepDiagnostics(
             tilt=t,
             weight_tilt=weight_tilt,
             losses=losses,
-            weights=weights,
-            effective_sample_size=effective_sample_size(weights),
             objective=objective,
             took_step=took,
+            mask=mask,
         )
         return objective
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"sampler": self.sampler.state_dict()}
+        return {"sampler": self.sampler.state_dict(), "skipped_samples": self.skipped_samples}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.sampler.load_state_dict(state.get("sampler", {}))
+        self._skipped_samples.fill_(int(state.get("skipped_samples", 0)))
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         return [
