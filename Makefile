@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.tiltedsam-installed
 DOCS_STAMP := $(VENV)/.tiltedsam-docs-installed
 
-.PHONY: demo test docs lint format clean
+.PHONY: demo test docs lint format clean reproduce results
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 	@if command -v node > /dev/null; then node scripts/check_katex.js site; \
 	else echo "node not found: formulas not checked (they render in the browser)"; fi
+
+# Issue #11's tables: CIFAR-10 clean/noisy and GLUE (hours on 2 CPU cores; resumable), then the page.
+reproduce: $(STAMP)
+	scripts/reproduce-cifar10.sh
+	scripts/reproduce-glue.sh
+	$(PY) scripts/build_results.py
+
+# docs/results.md from its template and the stored runs (nothing typed by hand).
+results: $(STAMP)
+	$(PY) scripts/build_results.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

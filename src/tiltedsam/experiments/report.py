@@ -122,7 +122,10 @@ def _row(label: str, runs: list[dict[str, Any]]) -> str:
         return f"{mean:.2f} ± {std:.2f}"
 
     wall = statistics.fmean(r["wall_time"] for r in runs)
-    return f"| {label} | {len(runs)} | {ms('val_accuracy')} | {ms('test_accuracy')} | {wall:.1f} |"
+    cpu_times = [r["cpu_time"] for r in runs if r.get("cpu_time") is not None]
+    cpu = f"{statistics.fmean(cpu_times):.1f}" if cpu_times else "–"
+    return (f"| {label} | {len(runs)} | {ms('val_accuracy')} | {ms('test_accuracy')} | {wall:.1f} "
+            f"| {cpu} |")  # fmt: skip
 
 
 def write_sweep_report(root: str | Path) -> str:
@@ -139,7 +142,8 @@ def write_sweep_report(root: str | Path) -> str:
     pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
     selected = select_on_validation(pool)
     header = (
-        "| method | seeds | val acc (%) | test acc (%) | wall time (s) |\n|---|---|---|---|---|"
+        "| method | seeds | val acc (%) | test acc (%) | wall time (s) | CPU time (s) |\n"
+        "|---|---|---|---|---|---|"
     )
     lines = ["# Sweep report", ""]
     if selected:
