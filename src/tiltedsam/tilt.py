@@ -158,11 +158,7 @@ class TiltedAccumulator:
         self.losses.append(loss)
         self.num_samples += 1
         if self._sum is None:
-            if self._buffers is None:
-                self._sum = [g.clone() for g in grads]
-            else:
-                torch._foreach_copy_(self._buffers, grads)
-                self._sum = self._buffers
+            self._start(grads)
             self._max, self._norm = loss, torch.ones_like(loss)
             return
         if self.t == 0.0:
@@ -177,6 +173,14 @@ class TiltedAccumulator:
         weight = (new_scale / self._norm).to(self._sum[0].dtype)
         torch._foreach_lerp_(self._sum, grads, [weight] * len(self._sum))
 
+    def _start(self, grads: list[Tensor]) -> None:
+        """The first sample: its gradients become the running average (copied)."""
+        if self._buffers is None:
+            self._sum = [g.clone() for g in grads]
+        else:
+            torch._foreach_copy_(self._buffers, grads)
+            self._sum = self._buffers
+
     def _add_masked(self, loss: Tensor, grads: list[Tensor], valid: Tensor) -> None:
         self.losses.append(loss)
         self.num_samples += 1
@@ -185,11 +189,7 @@ class TiltedAccumulator:
         for g in grads:
             g.masked_fill_(~valid.to(g.device), 0.0)
         if self._sum is None:
-            if self._buffers is None:
-                self._sum = [g.clone() for g in grads]
-            else:
-                torch._foreach_copy_(self._buffers, grads)
-                self._sum = self._buffers
+            self._start(grads)
             self._max, self._norm = masked, valid.to(loss.dtype)
             return
         new_max = torch.maximum(self._max, masked)
