@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", type=_names,
                        default=["erm", "sam", "tsam", "official", "resample"],
                        help="comma-separated subset of erm,sam,tsam,official,resample "
-                            "(also resample-shared, resample-none)")  # fmt: skip
+                            "(also resample-shared, resample-none, batched)")  # fmt: skip
     bench.add_argument("--repeats", type=int, default=30, help="interleaved rounds")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--batch-size", default=None,

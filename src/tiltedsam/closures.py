@@ -62,7 +62,7 @@ def make_closure(
     accumulation_steps: int = 1,
     autocast_dtype: torch.dtype | None = None,
     grad_scaler: torch.amp.GradScaler | None = None,
-) -> Closure:
+) -> ModelClosure:
     """A closure computing ``loss_fn(model(inputs), targets)`` and its gradient.
 
     Args:
@@ -78,7 +78,7 @@ def make_closure(
         grad_scaler: the same ``torch.amp.GradScaler`` given to the optimizer: the closure calls
             ``scaler.scale(loss).backward()`` and returns the unscaled loss.
 
-    Returns a closure returning the detached full-batch loss.
+    Returns a :class:`ModelClosure` (a callable) returning the detached full-batch loss.
     """
     k = check_int_at_least("accumulation_steps", accumulation_steps, 1)
     total = len(targets)
@@ -92,39 +92,72 @@ def make_closure(
             f"the model's parameters are on {device} but inputs/targets are on {found}; "
             f"move them with .to({str(device)!r})"
         )
-    sizes = [len(part) for part in torch.tensor_split(torch.arange(total), k)]
-    bounds, start = [], 0
-    for size in sizes:
-        bounds.append((start, start + size))
-        start += size
-    micro_inputs, micro_targets = _split(inputs, bounds), _split(targets, bounds)
-    device_type = (device or torch.device("cpu")).type
-    no_sync = getattr(model, "no_sync", None)
+    return ModelClosure(model, loss_fn, inputs, targets, k, autocast_dtype, grad_scaler)
 
-    def closure() -> Tensor:
-        loss_sum = torch.zeros((), device=device)
-        for i, (x, y) in enumerate(zip(micro_inputs, micro_targets, strict=True)):
+
+class ModelClosure:
+    """The closure ``make_closure`` returns: callable like any closure, and it keeps what it
+    was built from (``model``, ``loss_fn``, ``inputs``, ``targets`` and the options), so TSAM's
+    batched path (:mod:`tiltedsam.optim.batched`) can evaluate the loss functionally."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[Any, Tensor], Tensor],
+        inputs: Any,
+        targets: Tensor,
+        accumulation_steps: int,
+        autocast_dtype: torch.dtype | None,
+        grad_scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.inputs = inputs
+        self.targets = targets
+        self.accumulation_steps = accumulation_steps
+        self.autocast_dtype = autocast_dtype
+        self.grad_scaler = grad_scaler
+        total, k = len(targets), accumulation_steps
+        sizes = [len(part) for part in torch.tensor_split(torch.arange(total), k)]
+        bounds, start = [], 0
+        for size in sizes:
+            bounds.append((start, start + size))
+            start += size
+        self._total = total
+        self._micro = list(zip(_split(inputs, bounds), _split(targets, bounds), strict=True))
+        self._device = _first_param_device(model)
+        self._device_type = (self._device or torch.device("cpu")).type
+        self._no_sync = getattr(model, "no_sync", None)
+
+    def __call__(self) -> Tensor:
+        loss_sum = torch.zeros((), device=self._device)
+        k = len(self._micro)
+        for i, (x, y) in enumerate(self._micro):
             last = i == k - 1
-            sync = contextlib.nullcontext() if last or no_sync is None else no_sync()
+            sync = contextlib.nullcontext() if last or self._no_sync is None else self._no_sync()
             amp = (
-                torch.autocast(device_type, dtype=autocast_dtype)
-                if autocast_dtype is not None
+                torch.autocast(self._device_type, dtype=self.autocast_dtype)
+                if self.autocast_dtype is not None
                 else contextlib.nullcontext()
             )
             with sync:
                 with amp:
-                    if isinstance(x, dict):
-                        out = model(**x)
-                    elif isinstance(x, tuple | list):
-                        out = model(*x)
-                    else:
-                        out = model(x)
-                    loss = loss_fn(out, y).float() * (len(y) / total)
-                (grad_scaler.scale(loss) if grad_scaler is not None else loss).backward()
+                    loss = self.loss_fn(call_model(self.model, x), y).float() * (
+                        len(y) / self._total
+                    )
+                scaled = self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss
+                scaled.backward()
             loss_sum = loss_sum + loss.detach()
         return loss_sum
 
-    return closure
+
+def call_model(model: Callable[..., Any], inputs: Any) -> Any:
+    """``model(**inputs)`` for a dict, ``model(*inputs)`` for a tuple/list, else ``model(inputs)``."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, tuple | list):
+        return model(*inputs)
+    return model(inputs)
 
 
-__all__ = ["make_closure"]
+__all__ = ["ModelClosure", "call_model", "make_closure"]

@@ -35,32 +35,48 @@ NOISE_KINDS = ("gaussian", "ball")
 
 
 @no_grad
+def draw_noise(
+    opt: PerturbationOptimizer, targets: list[Tensor], radius_key: str, kind: str
+) -> bool:
+    """Fill ``targets`` (aligned with ``opt._trainable_params()``) with ξ of radius
+    ``group[radius_key]`` (see module doc); returns False, drawing nothing, if every radius is 0.
+
+    TSAM's batched path calls it once per sample with slices of stacked buffers: the same
+    generator calls in the same order as the sequential path, hence the same ξ.
+    """
+    views = opt._group_views()
+    radii = [float(group[radius_key]) for group, _ in views]
+    if all(r == 0.0 for r in radii):
+        return False
+    generator = opt.generator
+    for x in targets:
+        x.normal_(generator=generator)
+    norm = global_norm(targets)
+    if kind == "ball":
+        dim = sum(x.numel() for x in targets)
+        u = torch.rand((), generator=generator, device=norm.device, dtype=norm.dtype)
+        inv_norm = u ** (1.0 / dim) / norm
+    else:
+        inv_norm = norm.reciprocal()
+    start = 0
+    for (_, ps), radius in zip(views, radii, strict=True):
+        factor = inv_norm * radius
+        if kind == "gaussian":
+            factor = factor.clamp_(max=1.0)
+        torch._foreach_mul_(targets[start : start + len(ps)], factor)
+        start += len(ps)
+    return True
+
+
+@no_grad
 def add_noise(opt: PerturbationOptimizer, radius_key: str, kind: str) -> None:
     """Set each trainable ``p`` to ``θ + ξ`` with ξ of radius ``group[radius_key]`` (see module doc).
 
     The parameters must hold θ on entry; the optimizer's ``theta`` buffer holds it too.
     """
-    views = opt._group_views()
-    radii = [float(group[radius_key]) for group, _ in views]
-    if all(r == 0.0 for r in radii):
-        return
-    params = views[0][1] if len(views) == 1 else [p for _, ps in views for p in ps]
-    generator = opt.generator
-    for p in params:
-        p.normal_(generator=generator)
-    norm = global_norm(params)
-    if kind == "ball":
-        dim = sum(p.numel() for p in params)
-        u = torch.rand((), generator=generator, device=norm.device, dtype=norm.dtype)
-        inv_norm = u ** (1.0 / dim) / norm
-    else:
-        inv_norm = norm.reciprocal()
-    for (_, ps), radius in zip(views, radii, strict=True):
-        factor = inv_norm * radius
-        if kind == "gaussian":
-            factor = factor.clamp_(max=1.0)
-        torch._foreach_mul_(ps, factor)
-    torch._foreach_add_(params, opt._buffer("theta"))
+    params = opt._trainable_params()
+    if draw_noise(opt, params, radius_key, kind):
+        torch._foreach_add_(params, opt._buffer("theta"))
 
 
 @no_grad

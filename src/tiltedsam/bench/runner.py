@@ -15,7 +15,9 @@ Ratios reported per model and s:
 * ``TSAM / (2s·ERM)``: our TSAM step (ascent sampler) against 2s ERM steps, 1.0 = no cost
   beyond the passes (ERM's own optimizer step is counted 2s times in the floor);
 * ``TSAM / official``: against :class:`~tiltedsam.bench.reference.OfficialTSAMReference`;
-* ``resample / SAM``: the cheaper estimator (``tsam-resample``) against SAM.
+* ``resample / SAM``: the cheaper estimator (``tsam-resample``) against SAM;
+* ``batched / TSAM``: TSAM's batched ``vmap`` path (method ``batched``, same noise, same
+  result) against the sequential one.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ BENCH_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
     "resnet18": ((3, 32, 32), 8),
 }
 METHODS = ("erm", "sam", "tsam", "official", "resample")
-# tsam-resample's other ascent variants (the default, "resample", is ascent="selected").
-EXTRA_METHODS = ("resample-shared", "resample-none")
+# tsam-resample's other ascent variants (the default, "resample", is ascent="selected"), and
+# TSAM's batched (vmap) path ("tsam" is always the sequential path).
+EXTRA_METHODS = ("resample-shared", "resample-none", "batched")
 SAMPLE_METHODS = ("tsam", "official", "resample", *EXTRA_METHODS)
 BASE_KWARGS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -138,11 +141,15 @@ def build_case(
         from tiltedsam.optim import SAM
 
         opt = SAM(params, torch.optim.SGD, rho=0.05, model=model, **BASE_KWARGS)
-    elif case.method == "tsam":
+    elif case.method in ("tsam", "batched"):
+        from tiltedsam.closures import make_closure
         from tiltedsam.optim import TSAM
 
         opt = TSAM(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
-                   noise_radius=1.0, model=model, seed=seed, **BASE_KWARGS)  # fmt: skip
+                   noise_radius=1.0, model=model, seed=seed, batched=case.method == "batched",
+                   **BASE_KWARGS)  # fmt: skip
+        if case.method == "batched":
+            closure = make_closure(model, loss_fn, x, y)  # type: ignore[assignment]
     elif case.method.startswith("resample"):
         from tiltedsam.optim import TSAMResample
 
@@ -211,6 +218,7 @@ def ratio_rows(model: str, times: dict[Case, dict[str, list[float]]], samples: S
         tsam = med.get(Case(model, "tsam", s))
         official = med.get(Case(model, "official", s))
         resample = med.get(Case(model, "resample", s))
+        batched = med.get(Case(model, "batched", s))
         for clock in ("wall", "cpu"):
             if tsam and erm:
                 row[f"tsam_over_floor_{clock}"] = tsam[clock] / (2 * s * erm[clock])
@@ -218,6 +226,8 @@ def ratio_rows(model: str, times: dict[Case, dict[str, list[float]]], samples: S
                 row[f"tsam_over_official_{clock}"] = tsam[clock] / official[clock]
             if resample and sam:
                 row[f"resample_over_sam_{clock}"] = resample[clock] / sam[clock]
+            if batched and tsam:
+                row[f"batched_over_tsam_{clock}"] = batched[clock] / tsam[clock]
         rows.append(row)
     return rows
 
@@ -370,16 +380,13 @@ def markdown(result: BenchResult) -> str:
         + ", ".join(f"{m} {b}" for m, b in st["batch_sizes"].items())
         + ".",
         "",
-        "| model | s | TSAM / (2s·ERM) wall | cpu | TSAM / official wall | cpu | resample / SAM wall | cpu |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | s | TSAM / (2s·ERM) wall | cpu | TSAM / official wall | cpu | resample / SAM wall | cpu | batched / TSAM wall | cpu |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    names = ("tsam_over_floor", "tsam_over_official", "resample_over_sam", "batched_over_tsam")
     for r in result.ratios:
-        lines.append(
-            f"| {r['model']} | {r['s']} | {_fmt(r.get('tsam_over_floor_wall'))} | "
-            f"{_fmt(r.get('tsam_over_floor_cpu'))} | {_fmt(r.get('tsam_over_official_wall'))} | "
-            f"{_fmt(r.get('tsam_over_official_cpu'))} | {_fmt(r.get('resample_over_sam_wall'))} | "
-            f"{_fmt(r.get('resample_over_sam_cpu'))} |"
-        )
+        cells = [_fmt(r.get(f"{name}_{clock}")) for name in names for clock in ("wall", "cpu")]
+        lines.append(f"| {r['model']} | {r['s']} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "| model | params | method | s | passes | wall ms | cpu ms | wall / (passes·ERM) | cpu / (passes·ERM) |",

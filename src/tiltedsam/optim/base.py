@@ -228,8 +228,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
         return closure
 
-    def _begin_step(self) -> list[Tensor]:
-        """Save θ into the ``theta`` buffer; returns the trainable parameters."""
+    def _begin_step(self, save_theta: bool = True) -> list[Tensor]:
+        """Save θ into the ``theta`` buffer (unless ``save_theta`` is False: a step that never
+        moves the parameters); returns the trainable parameters."""
         params = self._trainable_params()
         if not params:
             raise ValueError("the optimizer has no parameter with requires_grad=True")
@@ -238,7 +239,8 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                                        self.process_group)  # fmt: skip
             self._ranks_checked = True
         self._checked_buffers.clear()
-        torch._foreach_copy_(self._buffer("theta"), params)
+        if save_theta:
+            torch._foreach_copy_(self._buffer("theta"), params)
         self._pass_in_step = 0
         self._bn_snapshot = None
         self._reached = [False] * len(params)

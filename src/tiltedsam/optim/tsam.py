@@ -48,6 +48,7 @@ from tiltedsam._validation import (
     check_nonnegative,
     check_unit_interval,
 )
+from tiltedsam.optim import batched as batched_path
 from tiltedsam.optim.base import NONFINITE_POLICIES, Closure, PerturbationOptimizer
 from tiltedsam.samplers import Sampler, make_sampler
 from tiltedsam.schedules import TiltSchedule
@@ -63,7 +64,8 @@ TSAM_NONFINITE_POLICIES = (*NONFINITE_POLICIES, "skip_sample")
 
 def _finite(loss: Tensor, grads: list[Tensor]) -> Tensor:
     """0-dim bool tensor on the device: the loss and every gradient entry are finite."""
-    dtype = torch.float64 if loss.dtype == torch.float64 else torch.float32
+    wide = loss.dtype == torch.float64 or any(g.dtype == torch.float64 for g in grads)
+    dtype = torch.float64 if wide else torch.float32
     total = loss.to(dtype)
     if grads:
         total = total + torch.stack(torch._foreach_norm(grads, 2, dtype=dtype)).sum()
@@ -140,6 +142,11 @@ class TSAM(PerturbationOptimizer):
         seed: seed of the perturbation generator; default ``torch.initial_seed()``.
         nonfinite: ``"raise"``, ``"skip"`` (the whole step), ``"skip_sample"`` (drop the
             non-finite samples, step with the rest) or ``"unchecked"``.
+        batched: ``"auto"``, True or False: evaluate the s perturbed models in one
+            ``torch.func.vmap`` call (:mod:`tiltedsam.optim.batched`).  ``"auto"`` does so on
+            CUDA when the closure allows it, s >= 4 and s x (trainable parameter count) <=
+            ``batched_max_elements``; True forces it (an error says why it cannot run).
+        batched_max_elements: the ``"auto"`` threshold above (default 2**24).
         **base_kwargs: passed to ``base_optimizer_cls`` (lr, momentum, weight_decay, ...).
 
     Passes (closure calls) per step: ``num_samples * sampler.passes_per_sample()`` (ascent: 2s).
@@ -163,9 +170,17 @@ class TSAM(PerturbationOptimizer):
         bn_update: str = "first",
         seed: int | None = None,
         nonfinite: str = "raise",
+        batched: bool | str = "auto",
+        batched_max_elements: int = batched_path.DEFAULT_BATCHED_MAX_ELEMENTS,
         **base_kwargs: Any,
     ) -> None:
         check_choice("nonfinite", nonfinite, TSAM_NONFINITE_POLICIES)
+        if not any(batched is choice for choice in batched_path.BATCHED_CHOICES):
+            raise ValueError(f"batched must be 'auto', True or False, got {batched!r}")
+        self.batched = batched
+        self.batched_max_elements = check_int_at_least(
+            "batched_max_elements", batched_max_elements, 1
+        )
         self.schedule = TiltSchedule(tilt, tilt_schedule, total_steps)
         self.num_samples = check_int_at_least("num_samples", num_samples, 1)
         self.delta = check_unit_interval("delta", delta)
@@ -221,6 +236,24 @@ class TSAM(PerturbationOptimizer):
         closure = self._require_closure(closure)
         t = self.tilt
         weight_tilt = self._weight_tilt(t)
+        if batched_path.should_batch(self, closure):
+            params = self._begin_step(save_theta=False)
+            losses, stacked = batched_path.perturbed_losses_and_grads(self, closure, params)
+            self._reached = [True] * len(params)
+            mask = None
+            if self.nonfinite == "skip_sample":
+                mask = torch.isfinite(losses)
+                for g in stacked:
+                    mask = mask & torch.isfinite(g.flatten(1)).all(1)
+                stacked = [
+                    torch.where(mask.view((-1,) + (1,) * (g.dim() - 1)), g, 0.0) for g in stacked
+                ]
+                weights = _masked_weights(losses, mask, weight_tilt)
+            else:
+                weights = tilted_weights(losses, weight_tilt)
+            grads = batched_path.weighted_sum(weights, stacked)
+            del stacked
+            return self._conclude(params, grads, losses, mask, t, weight_tilt, None)
         sample_tilt = self._sample_tilt(t)
         params = self._begin_step()
         accumulator = TiltedAccumulator(weight_tilt, buffers=self._buffer("tilted_grad"))
@@ -238,11 +271,24 @@ class TSAM(PerturbationOptimizer):
             else:
                 accumulator.add(loss, self._grads(params))
             self._restore()
-        grads = accumulator.result()
-        losses = accumulator.stacked_losses()
-        mask = None
-        if per_sample:
-            mask = torch.stack(valid)
+        mask = torch.stack(valid) if per_sample else None
+        return self._conclude(
+            params, accumulator.result(), accumulator.stacked_losses(), mask, t, weight_tilt,
+            accumulator,
+        )  # fmt: skip
+
+    def _conclude(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        losses: Tensor,
+        mask: Tensor | None,
+        t: float,
+        weight_tilt: float,
+        accumulator: TiltedAccumulator | None,
+    ) -> Tensor:
+        """Objective, the base step and the diagnostics, from the combined gradient."""
+        if mask is not None:
             self._skipped_samples += (~mask).sum().to(self._skipped_samples.device)
             objective = _masked_objective(losses, mask, t)
             # Dropped losses are not the step's business any more; the shared check sees the
@@ -254,7 +300,7 @@ class TSAM(PerturbationOptimizer):
         else:
             # With weight tilt = t (delta = 0, the default) the accumulator's running max and
             # normaliser give the objective: a few scalar ops instead of a pass over the losses.
-            if weight_tilt == t:
+            if accumulator is not None and weight_tilt == t:
                 objective = accumulator.log_mean_exp(losses)
             else:
                 objective = tilted_objective(losses, t)
@@ -285,4 +331,5 @@ class TSAM(PerturbationOptimizer):
             ("noise_radius", self.defaults["noise_radius"]),
             ("sampler", self.sampler),
             ("delta", self.delta),
+            ("batched", self.batched),
         ]

@@ -1,0 +1,221 @@
+r"""TSAM's batched path: the s perturbed models evaluated in one ``torch.func.vmap`` call.
+
+The sequential step (ascent sampler) makes 2s forward+backward passes one after another, each
+at one perturbed point.  The batched path stacks the s points into tensors of shape
+``(s, *p.shape)`` and computes :math:`L(\theta+\varepsilon_j)` and
+:math:`\nabla L(\theta+\varepsilon_j)` for all j in one ``vmap(grad_and_value(loss))`` call per
+phase (2 calls per step with ``ascent``, 1 with ``uniform``):
+
+1. :math:`\theta_j = \theta + \xi_j` (the same generator calls, in the same order, as the
+   sequential path: the same :math:`\xi_j`);
+2. :math:`g_j = \nabla L(\theta_j)` for all j at once, then
+   :math:`\theta_j \mathrel{+}= \rho\, g_j/\|g_j\|` (per-sample global norm);
+3. :math:`L_j, \nabla L(\theta_j)` for all j at once; the tilted average
+   :math:`\sum_j \mathrm{softmax}(tL)_j \nabla L(\theta_j)` is one weighted sum over the stack.
+
+The parameters themselves are never moved (nothing to restore).  The result equals the
+sequential step up to float rounding (``tests/test_batched.py`` checks it in float64).
+
+Cost and memory: s copies of the parameters and, per phase, s gradients and the activations
+of s models are alive at once (the sequential path keeps 2 parameter-sized buffers).  It pays
+where one model leaves the device idle (small models, small batches on a GPU).  On this
+project's CPU it was 1.3-2.8x slower at s <= 5 and faster only for the tiny MNIST-1D models at
+s >= 8 (0.71-0.89x); ResNet-8 was 1.3x slower at every s (docs/performance.md), so
+``batched="auto"`` never picks it on a CPU.
+
+Requirements (``ineligibility`` names the first one that fails): a closure from
+:func:`~tiltedsam.closures.make_closure` with ``accumulation_steps=1`` and no autocast or
+GradScaler; the ``ascent`` or ``uniform`` sampler; ``distributed="off"``; a plain module (not
+compiled, not wrapped in DDP) whose parameters include the optimizer's; BatchNorm in training
+mode only with ``model=`` given to the optimizer and ``bn_update="first"`` (the first pass of
+sample 0 updates the running statistics, as in the sequential path).  Every trainable
+parameter gets a gradient (zeros where the loss does not reach it), so the base optimizer
+steps all of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from tiltedsam.closures import ModelClosure
+from tiltedsam.samplers import AscentSampler, UniformSampler, draw_noise
+
+if TYPE_CHECKING:
+    from tiltedsam.optim.tsam import TSAM
+
+BATCHED_CHOICES = ("auto", True, False)
+# batched="auto": only on CUDA, with s >= AUTO_MIN_SAMPLES and s x (trainable parameter count)
+# at most batched_max_elements (default below).  Not measured on a GPU (none was available):
+# on CPU one vmap call costs about 3 sequential passes of fixed dispatch work on the MNIST-1D
+# models, so where a GPU is launch-bound the batched step (2 calls) should win from 2s > 6
+# passes on; the element cap keeps the s stacked copies to 64 MB of float32 parameters.
+AUTO_MIN_SAMPLES = 4
+DEFAULT_BATCHED_MAX_ELEMENTS = 2**24
+
+
+def _tracked_norm_modules(model: nn.Module) -> list[nn.Module]:
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+    ]
+
+
+def ineligibility(opt: TSAM, closure: Any) -> str | None:
+    """Why the batched path cannot run this step, or None if it can."""
+    if not isinstance(closure, ModelClosure):
+        return "the closure must come from tiltedsam.make_closure (the loss must be known)"
+    if closure.accumulation_steps != 1:
+        return "accumulation_steps must be 1"
+    if closure.autocast_dtype is not None or closure.grad_scaler is not None:
+        return "autocast and GradScaler are not supported"
+    if opt.grad_scaler is not None:
+        return "grad_scaler is not supported"
+    if type(opt.sampler) not in (AscentSampler, UniformSampler):
+        return f"sampler must be 'ascent' or 'uniform', got {opt.sampler!r}"
+    if opt.distributed != "off":
+        return "distributed must be 'off'"
+    model = closure.model
+    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) or hasattr(model, "no_sync"):
+        return "the model must be a plain nn.Module (not torch.compile'd, not DDP-wrapped)"
+    owned = {id(p) for p in model.parameters()}
+    if any(id(p) not in owned for p in opt._trainable_params()):
+        return "every trainable parameter of the optimizer must belong to the closure's model"
+    training_bn = [m for m in _tracked_norm_modules(model) if m.training]
+    if training_bn:
+        registered = {id(b) for b in opt._bn_buffers}
+        own = {id(b) for m in training_bn for b in m.buffers(recurse=False)}
+        if opt.bn_update != "first" or not own <= registered:
+            return (
+                "BatchNorm in training mode needs model=<the model> and bn_update='first' on "
+                "the optimizer"
+            )
+    return None
+
+
+def should_batch(opt: TSAM, closure: Any) -> bool:
+    """The ``batched`` option resolved for this step (raises if forced but not possible)."""
+    if opt.batched is False:
+        return False
+    reason = ineligibility(opt, closure)
+    if opt.batched is True:
+        if reason is not None:
+            raise ValueError(f"batched=True cannot be used here: {reason}")
+        return True
+    if reason is not None or opt.num_samples < AUTO_MIN_SAMPLES:
+        return False
+    params = opt._trainable_params()
+    if params[0].device.type != "cuda":
+        return False
+    return opt.num_samples * sum(p.numel() for p in params) <= opt.batched_max_elements
+
+
+class StackedLoss:
+    """:math:`(L(\\theta_j), \\nabla L(\\theta_j))_{j}` for stacked points ``(s, *p.shape)``."""
+
+    def __init__(self, closure: ModelClosure, params: list[Tensor]) -> None:
+        model = closure.model
+        wanted = {id(p): i for i, p in enumerate(params)}
+        self.names: list[str] = [""] * len(params)
+        self.fixed: dict[str, Tensor] = {}
+        for name, p in model.named_parameters():
+            if id(p) in wanted:
+                self.names[wanted[id(p)]] = name
+            else:
+                self.fixed[name] = p.detach()
+        norm_buffers = {id(b) for m in _tracked_norm_modules(model) for b in m.buffers(False)}
+        self.buffer_names: list[str] = []
+        self.buffers: list[Tensor] = []
+        for name, b in model.named_buffers():
+            if id(b) in norm_buffers:
+                self.buffer_names.append(name)
+                self.buffers.append(b)
+            else:
+                self.fixed[name] = b
+        self.closure = closure
+        inputs = closure.inputs
+        self.args = tuple(inputs) if isinstance(inputs, tuple | list) else ()
+        self.kwargs = dict(inputs) if isinstance(inputs, dict) else {}
+        if not isinstance(inputs, tuple | list | dict):
+            self.args = (inputs,)
+
+    def _loss(self, points: list[Tensor], buffers: list[Tensor]) -> Tensor:
+        state = {**self.fixed, **dict(zip(self.names, points, strict=True))}
+        state.update(zip(self.buffer_names, buffers, strict=True))
+        out = functional_call(self.closure.model, state, self.args, self.kwargs)
+        return self.closure.loss_fn(out, self.closure.targets).float()
+
+    def __call__(self, points: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Losses ``(s,)`` and gradients ``(s, *p.shape)``; ``buffers`` (stacked BatchNorm
+        statistics) are updated in place by training-mode BatchNorm."""
+        with torch.enable_grad():
+            grads, losses = vmap(grad_and_value(self._loss), randomness="different")(
+                points, buffers
+            )
+        return losses.detach(), [g.detach() for g in grads]
+
+
+@torch.no_grad()
+def perturbed_losses_and_grads(
+    opt: TSAM, closure: ModelClosure, params: list[Tensor]
+) -> tuple[Tensor, list[Tensor]]:
+    """The s perturbed losses and gradients of one TSAM step, all samples at once.
+
+    Draws ξ_j, ascends (``ascent``), evaluates; writes sample 0's first-pass BatchNorm
+    statistics back to the model (``bn_update="first"``).  Counts the passes it replaces in
+    ``opt.closure_calls``.
+    """
+    s = opt.num_samples
+    loss = StackedLoss(closure, params)
+    points = [torch.empty((s, *p.shape), dtype=p.dtype, device=p.device) for p in params]
+    ascent = isinstance(opt.sampler, AscentSampler)
+    radius_key = "noise_radius" if ascent else "rho"
+    for j in range(s):
+        slices = [x[j] for x in points]
+        if not draw_noise(opt, slices, radius_key, opt.sampler.noise):
+            torch._foreach_zero_(slices)
+    for x, p in zip(points, params, strict=True):
+        x.add_(p)
+    buffers = [b.unsqueeze(0).repeat(s, *([1] * b.dim())) for b in loss.buffers]
+    if ascent:
+        _, grads = loss(points, buffers)
+        for b, stacked in zip(loss.buffers, buffers, strict=True):
+            b.copy_(stacked[0])
+        squares = [g.flatten(1).double().square().sum(1) for g in grads]
+        norms = torch.stack(squares).sum(0).sqrt().to(grads[0].dtype)
+        inv_norm = (norms + 1e-12).reciprocal()
+        start = 0
+        for group, ps in opt._group_views():
+            for x, g in zip(points[start : start + len(ps)], grads[start : start + len(ps)],
+                            strict=True):  # fmt: skip
+                shape = (s,) + (1,) * (g.dim() - 1)
+                x.add_(g * (inv_norm * float(group["rho"])).view(shape))
+            start += len(ps)
+        del grads
+    losses, grads = loss(points, buffers)
+    if not ascent:
+        for b, stacked in zip(loss.buffers, buffers, strict=True):
+            b.copy_(stacked[0])
+    opt.closure_calls += s * opt.sampler.passes_per_sample()
+    return losses, grads
+
+
+def weighted_sum(weights: Tensor, stacked: list[Tensor]) -> list[Tensor]:
+    """:math:`\\sum_j w_j x_j` for each stacked ``x`` of shape ``(s, ...)``."""
+    return [torch.tensordot(weights.to(x.dtype), x, dims=1) for x in stacked]
+
+
+__all__ = [
+    "AUTO_MIN_SAMPLES",
+    "BATCHED_CHOICES",
+    "DEFAULT_BATCHED_MAX_ELEMENTS",
+    "StackedLoss",
+    "ineligibility",
+    "perturbed_losses_and_grads",
+    "should_batch",
+    "weighted_sum",
+]
