@@ -51,7 +51,12 @@ import torch
 from torch import Tensor, nn
 
 from tiltedsam._tensors import global_norm
-from tiltedsam._validation import check_choice, check_optimizer_class, check_positive
+from tiltedsam._validation import (
+    check_choice,
+    check_nonnegative,
+    check_optimizer_class,
+    check_positive,
+)
 from tiltedsam.optim import _distributed as dist_ops
 from tiltedsam.optim._amp import ScalerStep, check_grad_scaler
 
@@ -72,6 +77,31 @@ def _batchnorm_buffers(model: nn.Module | None) -> list[Tensor]:
                 if buf is not None:
                     buffers.append(buf)
     return buffers
+
+
+def checked_loss(loss: object, expected: str = "the loss tensor") -> Tensor:
+    """A closure's return value as a detached 0-dim tensor; a clear error for anything else."""
+    if loss is None:
+        raise TypeError(f"closure returned None; it must return {expected}")
+    if not isinstance(loss, Tensor):
+        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
+            loss = torch.tensor(float(loss))
+        else:
+            raise TypeError(f"closure must return a scalar loss tensor, got {type(loss)}")
+    if loss.numel() != 1:
+        raise ValueError(
+            f"closure must return a scalar loss, got shape {tuple(loss.shape)}; "
+            "reduce it (e.g. .mean()) before returning"
+        )
+    return loss.detach().reshape(())
+
+
+def perturbation_defaults(rho: float, noise_radius: float) -> dict[str, float]:
+    """The per-group settings of TSAM-like optimizers, checked (``rho``, ``noise_radius`` >= 0)."""
+    return {
+        "rho": check_nonnegative("rho", rho),
+        "noise_radius": check_nonnegative("noise_radius", noise_radius),
+    }
 
 
 class PerturbationOptimizer(torch.optim.Optimizer):
@@ -302,20 +332,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         with torch.enable_grad():
             loss = closure()
         self.closure_calls += 1
-        if loss is None:
-            raise TypeError(
-                "closure returned None; it must return the loss tensor after calling backward()"
-            )
-        if not isinstance(loss, Tensor):
-            if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-                loss = torch.tensor(float(loss))
-            else:
-                raise TypeError(f"closure must return a scalar loss tensor, got {type(loss)}")
-        if loss.numel() != 1:
-            raise ValueError(
-                f"closure must return a scalar loss, got shape {tuple(loss.shape)}; "
-                "reduce it (e.g. .mean()) before returning"
-            )
+        loss = checked_loss(loss, "the loss tensor after calling backward()")
         params = self._trainable_params()
         has_grad = [p.grad is not None for p in params]
         if not any(has_grad):
@@ -323,7 +340,6 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                 "closure produced no gradient for any parameter: call loss.backward() inside it"
             )
         self._reached = [a or b for a, b in zip(self._reached, has_grad, strict=True)]
-        loss = loss.detach().reshape(())
         if self.distributed == "global":
             loss = self._average_pass(params, has_grad, loss)
         self._scaler_step.unscale_([p.grad for p in params if p.grad is not None])

@@ -45,11 +45,15 @@ from torch import Tensor, nn
 from tiltedsam._validation import (
     check_choice,
     check_int_at_least,
-    check_nonnegative,
     check_unit_interval,
 )
 from tiltedsam.optim import batched as batched_path
-from tiltedsam.optim.base import NONFINITE_POLICIES, Closure, PerturbationOptimizer
+from tiltedsam.optim.base import (
+    NONFINITE_POLICIES,
+    Closure,
+    PerturbationOptimizer,
+    perturbation_defaults,
+)
 from tiltedsam.samplers import Sampler, make_sampler
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import (
@@ -185,14 +189,10 @@ class TSAM(PerturbationOptimizer):
         self.num_samples = check_int_at_least("num_samples", num_samples, 1)
         self.delta = check_unit_interval("delta", delta)
         self.sampler = make_sampler(sampler, noise)
-        defaults = {
-            "rho": check_nonnegative("rho", rho),
-            "noise_radius": check_nonnegative("noise_radius", noise_radius),
-        }
         super().__init__(
             params,
             base_optimizer_cls,
-            defaults,
+            perturbation_defaults(rho, noise_radius),
             model=model,
             bn_update=bn_update,
             # skip_sample is TSAM's own: the shared check skips the step if nothing is left.

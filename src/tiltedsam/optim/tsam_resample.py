@@ -70,8 +70,13 @@ import torch
 from torch import Tensor, nn
 
 from tiltedsam._tensors import global_norm
-from tiltedsam._validation import check_choice, check_int_at_least, check_nonnegative
-from tiltedsam.optim.base import Closure, PerturbationOptimizer
+from tiltedsam._validation import check_choice, check_int_at_least
+from tiltedsam.optim.base import (
+    Closure,
+    PerturbationOptimizer,
+    checked_loss,
+    perturbation_defaults,
+)
 from tiltedsam.optim.tsam import StepDiagnostics
 from tiltedsam.samplers import NOISE_KINDS, add_noise, ascend
 from tiltedsam.schedules import TiltSchedule
@@ -92,22 +97,6 @@ def accepts_backward_flag(closure: Callable) -> bool:
         return "backward" in inspect.signature(closure).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _checked_loss(loss: object) -> Tensor:
-    if loss is None:
-        raise TypeError("closure returned None; it must return the loss tensor")
-    if not isinstance(loss, Tensor):
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            loss = torch.tensor(float(loss))
-        else:
-            raise TypeError(f"closure must return a scalar loss tensor, got {type(loss)}")
-    if loss.numel() != 1:
-        raise ValueError(
-            f"closure must return a scalar loss, got shape {tuple(loss.shape)}; "
-            "reduce it (e.g. .mean()) before returning"
-        )
-    return loss.detach().reshape(())
 
 
 @dataclass
@@ -159,14 +148,10 @@ class TSAMResample(PerturbationOptimizer):
         self.num_samples = check_int_at_least("num_samples", num_samples, 1)
         self.noise = check_choice("noise", noise, NOISE_KINDS)
         self.ascent = check_choice("ascent", ascent, ASCENTS)
-        defaults = {
-            "rho": check_nonnegative("rho", rho),
-            "noise_radius": check_nonnegative("noise_radius", noise_radius),
-        }
         super().__init__(
             params,
             base_optimizer_cls,
-            defaults,
+            perturbation_defaults(rho, noise_radius),
             model=model,
             bn_update=bn_update,
             nonfinite=nonfinite,
@@ -199,7 +184,7 @@ class TSAMResample(PerturbationOptimizer):
             for p in params:
                 p.grad = None
         self.closure_calls += 1
-        loss = _checked_loss(loss)
+        loss = checked_loss(loss)
         # The same BatchNorm bookkeeping as ``_evaluate``: snapshot after the step's first pass.
         if self._pass_in_step == 0 and self.bn_update == "first" and self._bn_buffers:
             self._bn_snapshot = [b.detach().clone() for b in self._bn_buffers]
