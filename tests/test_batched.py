@@ -234,3 +234,193 @@ def test_cuda_auto_batches_and_matches_sequential():
     assert chosen_auto and not chosen_seq
     for a, b in zip(m_auto.parameters(), m_seq.parameters(), strict=True):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- settings found in review
+def same_params(a: nn.Module, b: nn.Module, tol: float = 1e-7) -> bool:
+    return all(
+        torch.allclose(x.double(), y.double(), rtol=tol, atol=tol)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+class WithUnused(nn.Module):
+    """A head the forward never calls (as unused poolers in pretrained models)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.used = nn.Linear(5, 3).double()
+        self.unused = nn.Linear(5, 3).double()
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_unreached_parameters_keep_no_gradient_as_in_the_sequential_path():
+    def go(batched):
+        model = WithUnused()
+        opt = TSAM(model.parameters(), torch.optim.AdamW, lr=0.01, weight_decay=0.1,
+                   num_samples=3, seed=0, batched=batched)  # fmt: skip
+        for step in range(2):
+            x, y = data((5,), seed=step)
+            opt.step(make_closure(model, nn.functional.cross_entropy, x, y))
+        return model, opt
+
+    (m_seq, o_seq), (m_bat, o_bat) = go(False), go(True)
+    assert same_params(m_seq, m_bat)
+    assert torch.equal(m_bat.unused.weight, WithUnused().unused.weight)  # no weight decay
+    assert len(o_bat.base_optimizer.state) == len(o_seq.base_optimizer.state) == 2
+
+
+def test_channels_last_parameters_get_the_same_noise():
+    def go(batched):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16, 3))
+        model = model.double().to(memory_format=torch.channels_last)
+        opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=3, seed=0,
+                   batched=batched)  # fmt: skip
+        x, y = data((3, 6, 6))
+        opt.step(make_closure(model, nn.functional.cross_entropy, x, y))
+        return model, opt
+
+    (m_seq, o_seq), (m_bat, o_bat) = go(False), go(True)
+    assert not m_seq[0].weight.is_contiguous()  # the case: a non-standard memory layout
+    assert torch.allclose(o_seq.last_step.losses, o_bat.last_step.losses, rtol=1e-6)
+    assert same_params(m_seq, m_bat)
+
+
+def test_skip_sample_drops_huge_gradients_like_the_sequential_check():
+    """Gradients ~1e25 are finite but their float32 norm overflows: both paths drop them."""
+
+    def loss_fn(out, y):
+        return (out - y).square().mean() + 1e25 * torch.relu(out - 0.95).mean()
+
+    def go(batched):
+        model = nn.Linear(4, 1, bias=False)
+        with torch.no_grad():
+            model.weight.fill_(0.95)
+        opt = TSAM(model.parameters(), torch.optim.SGD, lr=1e-3, tilt=0.0, num_samples=6,
+                   rho=0.0, noise_radius=0.1, noise="ball", nonfinite="skip_sample", seed=0,
+                   batched=batched)  # fmt: skip
+        opt.step(make_closure(model, loss_fn, torch.full((4, 4), 0.25), torch.zeros(4, 1)))
+        return model, opt
+
+    (m_seq, o_seq), (m_bat, o_bat) = go(False), go(True)
+    assert 0 < o_seq.skipped_samples < 6
+    assert torch.equal(o_seq.last_step.mask, o_bat.last_step.mask)
+    assert o_bat.skipped_steps == o_seq.skipped_steps == 0
+    assert torch.allclose(m_seq.weight, m_bat.weight)
+
+
+class Keyword(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(5, 8).double()
+        self.b = nn.Linear(8, 3).double()
+
+    def forward(self, *, features, scale):
+        return self.b(torch.tanh(self.a(features))) * scale
+
+
+def test_dict_inputs_adamw_clipping_and_two_phase_step_match():
+    def go(batched):
+        model = Keyword()
+        opt = TSAM(model.parameters(), torch.optim.AdamW, lr=0.01, weight_decay=0.05,
+                   num_samples=3, max_grad_norm=0.5, seed=2, batched=batched)  # fmt: skip
+        for step in range(3):
+            x, y = data((5,), seed=step)
+            inputs = {"features": x, "scale": torch.full((len(y), 1), 2.0, dtype=torch.float64)}
+            opt.compute_gradient(make_closure(model, nn.functional.cross_entropy, inputs, y))
+            opt.step()
+        return model
+
+    assert same_params(go(False), go(True))
+
+
+def test_scalar_shaped_loss_of_shape_one_is_accepted():
+    def loss_fn(out, y):
+        return nn.functional.cross_entropy(out, y).reshape(1)
+
+    def go(batched):
+        model = mlp()
+        opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=3, seed=0,
+                   batched=batched)  # fmt: skip
+        x, y = data((5,))
+        opt.step(make_closure(model, loss_fn, x, y))
+        return model
+
+    assert same_params(go(False), go(True))
+
+
+def test_auto_given_as_a_non_interned_string():
+    opt = TSAM(mlp().parameters(), torch.optim.SGD, lr=0.1, batched="".join(["au", "to"]))
+    assert opt.batched == "auto"
+
+
+class EMA(nn.Module):
+    """A buffer other than BatchNorm's, changed in forward: vmap cannot run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(5, 3).double()
+        self.register_buffer("ema", torch.zeros(3, dtype=torch.float64))
+
+    def forward(self, x):
+        h = self.lin(x)
+        with torch.no_grad():
+            self.ema.mul_(0.9).add_(0.1 * h.mean(0))
+        return h
+
+
+def test_auto_falls_back_to_the_sequential_step_when_vmap_fails(monkeypatch):
+    import tiltedsam.optim.batched as batched_path
+
+    # Pretend "auto" chooses the batched path where it can (it only does so on CUDA).
+    monkeypatch.setattr(
+        batched_path,
+        "should_batch",
+        lambda opt, closure: opt.batched is not False and ineligibility(opt, closure) is None,
+    )
+
+    def go(batched):
+        model = EMA()
+        opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=3, seed=0,
+                   batched=batched)  # fmt: skip
+        for step in range(2):
+            x, y = data((5,), seed=step)
+            opt.step(make_closure(model, nn.functional.cross_entropy, x, y))
+        return model, opt
+
+    with pytest.warns(RuntimeWarning, match="falling back to the sequential path") as caught:
+        m_auto, o_auto = go("auto")
+    assert len(caught) == 1  # once per model, not once per step
+    m_seq, o_seq = go(False)
+    for a, b in zip(m_auto.state_dict().values(), m_seq.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the fallback step is the sequential one, bit for bit
+    assert torch.equal(o_auto.generator.get_state(), o_seq.generator.get_state())
+
+
+def test_forced_batched_on_a_model_vmap_cannot_run_leaves_everything_unchanged():
+    model = EMA()
+    opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=3, seed=0,
+               batched=True)  # fmt: skip
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = opt.generator.get_state()
+    x, y = data((5,))
+    with pytest.raises(ValueError, match=r"batched=True cannot be used here: torch\.func\.vmap"):
+        opt.step(make_closure(model, nn.functional.cross_entropy, x, y))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(opt.generator.get_state(), rng)
+    assert opt.step_count == 0
+
+
+def test_batchnorm_cumulative_average_is_rejected():
+    model = bn_cnn()
+    model[1].momentum = None
+    opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, model=model, batched=True)
+    x, y = data((2, 8))
+    with pytest.raises(ValueError, match="momentum=None"):
+        opt.step(make_closure(model, nn.functional.cross_entropy, x, y))

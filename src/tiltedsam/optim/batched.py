@@ -27,14 +27,26 @@ Requirements (``ineligibility`` names the first one that fails): a closure from
 :func:`~tiltedsam.closures.make_closure` with ``accumulation_steps=1`` and no autocast or
 GradScaler; the ``ascent`` or ``uniform`` sampler; ``distributed="off"``; a plain module (not
 compiled, not wrapped in DDP) whose parameters include the optimizer's; BatchNorm in training
-mode only with ``model=`` given to the optimizer and ``bn_update="first"`` (the first pass of
-sample 0 updates the running statistics, as in the sequential path).  Every trainable
-parameter gets a gradient (zeros where the loss does not reach it), so the base optimizer
-steps all of them.
+mode only with ``model=`` given to the optimizer, ``bn_update="first"`` (the first pass of
+sample 0 updates the running statistics, as in the sequential path) and a numeric
+``momentum``.  A model that ``vmap`` cannot run (a buffer other than BatchNorm's changed in
+``forward``, an op without a batching rule) is detected at its first batched step: with
+``batched="auto"`` the step falls back to the sequential path (a warning, once per model;
+generator and BatchNorm state are restored first, so the step is the sequential one), with
+``batched=True`` it raises.
+
+Parameters the loss does not reach keep ``grad = None`` as in the sequential path (the base
+optimizer skips them): which ones are reached is found once per model and parameter list, by
+walking the autograd graph of one forward pass at θ (buffers copied, so nothing changes; it
+does draw dropout masks from the global generator).  Differences that remain: dropout masks
+are drawn in a different order (same distribution, not the same numbers), and trainable
+parameters that the model has but the optimizer does not get no ``.grad`` (the sequential
+passes accumulate one into them).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,7 +59,6 @@ from tiltedsam.samplers import AscentSampler, UniformSampler, draw_noise
 if TYPE_CHECKING:
     from tiltedsam.optim.tsam import TSAM
 
-BATCHED_CHOICES = ("auto", True, False)
 # batched="auto": only on CUDA, with s >= AUTO_MIN_SAMPLES and s x (trainable parameter count)
 # at most batched_max_elements (default below).  Not measured on a GPU (none was available):
 # on CPU one vmap call costs about 3 sequential passes of fixed dispatch work on the MNIST-1D
@@ -55,6 +66,10 @@ BATCHED_CHOICES = ("auto", True, False)
 # passes on; the element cap keeps the s stacked copies to 64 MB of float32 parameters.
 AUTO_MIN_SAMPLES = 4
 DEFAULT_BATCHED_MAX_ELEMENTS = 2**24
+
+
+class BatchedUnsupported(ValueError):
+    """``vmap`` could not evaluate this model (raised after the step's state was restored)."""
 
 
 def _tracked_norm_modules(model: nn.Module) -> list[nn.Module]:
@@ -82,6 +97,9 @@ def ineligibility(opt: TSAM, closure: Any) -> str | None:
     model = closure.model
     if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) or hasattr(model, "no_sync"):
         return "the model must be a plain nn.Module (not torch.compile'd, not DDP-wrapped)"
+    failure = opt._batched_failures.get(id(model))
+    if failure is not None:
+        return failure
     owned = {id(p) for p in model.parameters()}
     if any(id(p) not in owned for p in opt._trainable_params()):
         return "every trainable parameter of the optimizer must belong to the closure's model"
@@ -94,6 +112,8 @@ def ineligibility(opt: TSAM, closure: Any) -> str | None:
                 "BatchNorm in training mode needs model=<the model> and bn_update='first' on "
                 "the optimizer"
             )
+        if any(m.momentum is None for m in training_bn):
+            return "BatchNorm with momentum=None (cumulative average) is not supported"
     return None
 
 
@@ -112,6 +132,16 @@ def should_batch(opt: TSAM, closure: Any) -> bool:
     if params[0].device.type != "cuda":
         return False
     return opt.num_samples * sum(p.numel() for p in params) <= opt.batched_max_elements
+
+
+def remember_failure(opt: TSAM, closure: ModelClosure, error: BatchedUnsupported) -> None:
+    """``batched="auto"``: never try this model batched again; warn once."""
+    opt._batched_failures[id(closure.model)] = str(error)
+    warnings.warn(
+        f"TSAM batched='auto': falling back to the sequential path for this model ({error})",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 class StackedLoss:
@@ -143,11 +173,20 @@ class StackedLoss:
         if not isinstance(inputs, tuple | list | dict):
             self.args = (inputs,)
 
+    def _forward(self, state: dict[str, Tensor]) -> Tensor:
+        out = functional_call(self.closure.model, state, self.args, self.kwargs)
+        loss = self.closure.loss_fn(out, self.closure.targets).float()
+        if loss.numel() != 1:
+            raise ValueError(
+                f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}; "
+                "reduce it (e.g. .mean())"
+            )
+        return loss.reshape(())
+
     def _loss(self, points: list[Tensor], buffers: list[Tensor]) -> Tensor:
         state = {**self.fixed, **dict(zip(self.names, points, strict=True))}
         state.update(zip(self.buffer_names, buffers, strict=True))
-        out = functional_call(self.closure.model, state, self.args, self.kwargs)
-        return self.closure.loss_fn(out, self.closure.targets).float()
+        return self._forward(state)
 
     def __call__(self, points: list[Tensor], buffers: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """Losses ``(s,)`` and gradients ``(s, *p.shape)``; ``buffers`` (stacked BatchNorm
@@ -158,50 +197,112 @@ class StackedLoss:
             )
         return losses.detach(), [g.detach() for g in grads]
 
+    def reached(self, params: list[Tensor]) -> list[bool]:
+        """Which of ``params`` one forward pass at θ reaches (autograd graph walk; every
+        buffer copied, so the model's state does not change)."""
+        state = {name: b.clone() for name, b in self.closure.model.named_buffers()}
+        state.update({n: p for n, p in self.fixed.items() if n not in state})
+        state.update(zip(self.names, params, strict=True))
+        with torch.enable_grad():
+            loss = self._forward(state)
+        found: set[int] = set()
+        seen: set[int] = set()
+        stack = [loss.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            variable = getattr(node, "variable", None)
+            if variable is not None:
+                found.add(id(variable))
+            stack.extend(child for child, _ in node.next_functions)
+        return [id(p) in found for p in params]
+
+
+def _reached(opt: TSAM, loss: StackedLoss, params: list[Tensor]) -> list[bool]:
+    key = (id(loss.closure.model), tuple(id(p) for p in params))
+    reached = opt._batched_reached.get(key)
+    if reached is None:
+        reached = loss.reached(params)
+        opt._batched_reached = {key: reached}  # one model at a time is the common case
+    return reached
+
 
 @torch.no_grad()
 def perturbed_losses_and_grads(
     opt: TSAM, closure: ModelClosure, params: list[Tensor]
-) -> tuple[Tensor, list[Tensor]]:
-    """The s perturbed losses and gradients of one TSAM step, all samples at once.
+) -> tuple[Tensor, list[Tensor], list[bool]]:
+    """The s perturbed losses and gradients of one TSAM step, all samples at once, and which
+    parameters the loss reaches.
 
     Draws ξ_j, ascends (``ascent``), evaluates; writes sample 0's first-pass BatchNorm
     statistics back to the model (``bn_update="first"``).  Counts the passes it replaces in
-    ``opt.closure_calls``.
+    ``opt.closure_calls``.  If ``vmap`` fails, restores the generator and BatchNorm state and
+    raises :class:`BatchedUnsupported`.
     """
     s = opt.num_samples
     loss = StackedLoss(closure, params)
-    points = [torch.empty((s, *p.shape), dtype=p.dtype, device=p.device) for p in params]
     ascent = isinstance(opt.sampler, AscentSampler)
     radius_key = "noise_radius" if ascent else "rho"
-    for j in range(s):
-        slices = [x[j] for x in points]
-        if not draw_noise(opt, slices, radius_key, opt.sampler.noise):
-            torch._foreach_zero_(slices)
+    rng_state = opt.generator.get_state()
+    # Each sample's noise goes into tensors laid out like the parameters (channels_last
+    # included): the generator fills memory in order, so this gives the sequential path's ξ.
+    samples = []
+    for _ in range(s):
+        noise = [torch.empty_like(p) for p in params]
+        if not draw_noise(opt, noise, radius_key, opt.sampler.noise):
+            torch._foreach_zero_(noise)
+        samples.append(noise)
+    points = [torch.stack(column) for column in zip(*samples, strict=True)]
+    del samples
     for x, p in zip(points, params, strict=True):
         x.add_(p)
+    snapshot = [b.clone() for b in loss.buffers]
     buffers = [b.unsqueeze(0).repeat(s, *([1] * b.dim())) for b in loss.buffers]
-    if ascent:
-        _, grads = loss(points, buffers)
-        for b, stacked in zip(loss.buffers, buffers, strict=True):
-            b.copy_(stacked[0])
-        squares = [g.flatten(1).double().square().sum(1) for g in grads]
-        norms = torch.stack(squares).sum(0).sqrt().to(grads[0].dtype)
-        inv_norm = (norms + 1e-12).reciprocal()
-        start = 0
-        for group, ps in opt._group_views():
-            for x, g in zip(points[start : start + len(ps)], grads[start : start + len(ps)],
-                            strict=True):  # fmt: skip
-                shape = (s,) + (1,) * (g.dim() - 1)
-                x.add_(g * (inv_norm * float(group["rho"])).view(shape))
-            start += len(ps)
-        del grads
-    losses, grads = loss(points, buffers)
+    try:
+        reached = _reached(opt, loss, params)
+        if ascent:
+            _, grads = loss(points, buffers)
+            for b, stacked in zip(loss.buffers, buffers, strict=True):
+                b.copy_(stacked[0])
+            squares = [g.flatten(1).double().square().sum(1) for g in grads]
+            norms = torch.stack(squares).sum(0).sqrt().to(grads[0].dtype)
+            inv_norm = (norms + 1e-12).reciprocal()
+            start = 0
+            for group, ps in opt._group_views():
+                block = zip(points[start : start + len(ps)], grads[start : start + len(ps)],
+                            strict=True)  # fmt: skip
+                for x, g in block:
+                    shape = (s,) + (1,) * (g.dim() - 1)
+                    x.add_(g * (inv_norm * float(group["rho"])).view(shape))
+                start += len(ps)
+            del grads
+        losses, grads = loss(points, buffers)
+    except (RuntimeError, NotImplementedError) as error:
+        opt.generator.set_state(rng_state)
+        for b, saved in zip(loss.buffers, snapshot, strict=True):
+            b.copy_(saved)
+        raise BatchedUnsupported(
+            f"torch.func.vmap could not run the model ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]})"
+        ) from error
     if not ascent:
         for b, stacked in zip(loss.buffers, buffers, strict=True):
             b.copy_(stacked[0])
     opt.closure_calls += s * opt.sampler.passes_per_sample()
-    return losses, grads
+    return losses, grads, reached
+
+
+def finite_samples(losses: Tensor, stacked: list[Tensor]) -> Tensor:
+    """Per sample: the loss plus the sum of its gradients' norms is finite (the sequential
+    path's check, so both drop the same samples, overflow of huge gradients included)."""
+    wide = losses.dtype == torch.float64 or any(g.dtype == torch.float64 for g in stacked)
+    dtype = torch.float64 if wide else torch.float32
+    total = losses.to(dtype)
+    for g in stacked:
+        total = total + torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=dtype)
+    return torch.isfinite(total)
 
 
 def weighted_sum(weights: Tensor, stacked: list[Tensor]) -> list[Tensor]:
@@ -211,11 +312,13 @@ def weighted_sum(weights: Tensor, stacked: list[Tensor]) -> list[Tensor]:
 
 __all__ = [
     "AUTO_MIN_SAMPLES",
-    "BATCHED_CHOICES",
     "DEFAULT_BATCHED_MAX_ELEMENTS",
+    "BatchedUnsupported",
     "StackedLoss",
+    "finite_samples",
     "ineligibility",
     "perturbed_losses_and_grads",
+    "remember_failure",
     "should_batch",
     "weighted_sum",
 ]

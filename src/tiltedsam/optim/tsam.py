@@ -179,9 +179,11 @@ class TSAM(PerturbationOptimizer):
         **base_kwargs: Any,
     ) -> None:
         check_choice("nonfinite", nonfinite, TSAM_NONFINITE_POLICIES)
-        if not any(batched is choice for choice in batched_path.BATCHED_CHOICES):
+        if not (batched is True or batched is False or batched == "auto"):
             raise ValueError(f"batched must be 'auto', True or False, got {batched!r}")
-        self.batched = batched
+        self.batched: bool | str = "auto" if isinstance(batched, str) else batched
+        self._batched_failures: dict[int, str] = {}  # id(model) -> why vmap failed ("auto")
+        self._batched_reached: dict[tuple, list[bool]] = {}
         self.batched_max_elements = check_int_at_least(
             "batched_max_elements", batched_max_elements, 1
         )
@@ -237,23 +239,12 @@ class TSAM(PerturbationOptimizer):
         t = self.tilt
         weight_tilt = self._weight_tilt(t)
         if batched_path.should_batch(self, closure):
-            params = self._begin_step(save_theta=False)
-            losses, stacked = batched_path.perturbed_losses_and_grads(self, closure, params)
-            self._reached = [True] * len(params)
-            mask = None
-            if self.nonfinite == "skip_sample":
-                mask = torch.isfinite(losses)
-                for g in stacked:
-                    mask = mask & torch.isfinite(g.flatten(1)).all(1)
-                stacked = [
-                    torch.where(mask.view((-1,) + (1,) * (g.dim() - 1)), g, 0.0) for g in stacked
-                ]
-                weights = _masked_weights(losses, mask, weight_tilt)
-            else:
-                weights = tilted_weights(losses, weight_tilt)
-            grads = batched_path.weighted_sum(weights, stacked)
-            del stacked
-            return self._conclude(params, grads, losses, mask, t, weight_tilt, None)
+            try:
+                return self._batched_step(closure, t, weight_tilt)
+            except batched_path.BatchedUnsupported as error:
+                if self.batched is True:
+                    raise ValueError(f"batched=True cannot be used here: {error}") from error
+                batched_path.remember_failure(self, closure, error)
         sample_tilt = self._sample_tilt(t)
         params = self._begin_step()
         accumulator = TiltedAccumulator(weight_tilt, buffers=self._buffer("tilted_grad"))
@@ -276,6 +267,28 @@ class TSAM(PerturbationOptimizer):
             params, accumulator.result(), accumulator.stacked_losses(), mask, t, weight_tilt,
             accumulator,
         )  # fmt: skip
+
+    def _batched_step(self, closure: Closure, t: float, weight_tilt: float) -> Tensor:
+        """The step by :mod:`tiltedsam.optim.batched` (same result as the loop above)."""
+        params = self._begin_step(save_theta=False)
+        losses, stacked, reached = batched_path.perturbed_losses_and_grads(
+            self,
+            closure,  # type: ignore[arg-type]
+            params,
+        )
+        self._reached = reached
+        mask = None
+        if self.nonfinite == "skip_sample":
+            mask = batched_path.finite_samples(losses, stacked)
+            stacked = [
+                torch.where(mask.view((-1,) + (1,) * (g.dim() - 1)), g, 0.0) for g in stacked
+            ]
+            weights = _masked_weights(losses, mask, weight_tilt)
+        else:
+            weights = tilted_weights(losses, weight_tilt)
+        grads = batched_path.weighted_sum(weights, stacked)
+        del stacked
+        return self._conclude(params, grads, losses, mask, t, weight_tilt, None)
 
     def _conclude(
         self,
