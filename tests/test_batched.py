@@ -424,3 +424,25 @@ def test_batchnorm_cumulative_average_is_rejected():
     x, y = data((2, 8))
     with pytest.raises(ValueError, match="momentum=None"):
         opt.step(make_closure(model, nn.functional.cross_entropy, x, y))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_half_precision_gradient_norm_above_65504_still_ascends(batched):
+    """‖g‖ ≈ 1e5 overflows a float16 norm; the ascent must use a wider accumulator."""
+
+    def loss_fn(out, y):
+        return (300.0 * out.float()).mean() - y.mean()
+
+    def perturbed_loss(dtype):
+        torch.manual_seed(0)
+        model = nn.Linear(1024, 1, bias=False).to(dtype)
+        opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.0, num_samples=2, rho=0.5,
+                   noise_radius=0.0, seed=0, batched=batched)  # fmt: skip
+        x, y = torch.full((4, 1024), 10.0, dtype=dtype), torch.zeros(4)
+        opt.step(make_closure(model, loss_fn, x, y))
+        return opt.last_step.losses
+
+    half, single = perturbed_loss(torch.float16), perturbed_loss(torch.float32)
+    # The ascent raises the linear loss by ρ‖g‖ ≈ 4.8e4 in float32; float16 must agree.
+    assert single[0] > 1e4
+    assert torch.allclose(half.float(), single, rtol=1e-2)

@@ -29,16 +29,22 @@ def no_grad(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def norms(tensors: list[Tensor]) -> list[Tensor]:
+    """The L2 norm of each tensor, computed in float64 when any input is float64, else in
+    float32 (so float16/bfloat16 gradients above 65504 in norm do not overflow)."""
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+    return list(torch._foreach_norm(tensors, 2, dtype=dtype))
+
+
 def global_norm(tensors: list[Tensor]) -> Tensor:
     r""":math:`\sqrt{\sum_i \|x_i\|_2^2}` over a list of tensors, as a 0-dim tensor (no host sync).
 
-    Accumulated in float64 when any input is float64, else float32.
+    Accumulated in float64 when any input is float64, else float32 (half precision included).
     """
     if not tensors:
         return torch.zeros(())
-    norms = torch._foreach_norm(tensors)
-    device = norms[0].device
-    dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
-    if any(n.dtype != dtype or n.device != device for n in norms):
-        norms = [n.to(device, dtype) for n in norms]
-    return torch.linalg.vector_norm(torch.stack(norms))
+    parts = norms(tensors)
+    device = parts[0].device
+    if any(n.device != device for n in parts):
+        parts = [n.to(device) for n in parts]
+    return torch.linalg.vector_norm(torch.stack(parts))

@@ -50,7 +50,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tiltedsam._tensors import global_norm
+from tiltedsam._tensors import global_norm, norms
 from tiltedsam._validation import (
     check_choice,
     check_nonnegative,
@@ -388,7 +388,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         check = self.nonfinite != "unchecked" or scaler.active
         total = None
         if check:
-            total = losses.sum().float() + torch.stack(torch._foreach_norm(grads)).float().sum()
+            total = losses.sum().float() + torch.stack(norms(grads)).float().sum()
             if scaler.found_inf is not None:
                 total = total + scaler.found_inf.sum()
         reached = self._reached
@@ -412,7 +412,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             self.skipped_steps += 1
             return False
         if self.max_grad_norm is not None:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            norm = global_norm(grads)
             torch._foreach_mul_(grads, torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
         # A parameter that no pass reached keeps grad None, so the base optimizer skips it
         # (no weight decay, no momentum update), exactly as it would without the wrapper.

@@ -267,8 +267,9 @@ def perturbed_losses_and_grads(
             for b, stacked in zip(loss.buffers, buffers, strict=True):
                 b.copy_(stacked[0])
             squares = [g.flatten(1).double().square().sum(1) for g in grads]
-            norms = torch.stack(squares).sum(0).sqrt().to(grads[0].dtype)
-            inv_norm = (norms + 1e-12).reciprocal()
+            # Kept in float32 (float64 for float64 models): a half-precision norm overflows.
+            wide = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
+            inv_norm = (torch.stack(squares).sum(0).sqrt() + 1e-12).reciprocal().to(wide)
             start = 0
             for group, ps in opt._group_views():
                 block = zip(points[start : start + len(ps)], grads[start : start + len(ps)],
