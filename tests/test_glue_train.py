@@ -245,3 +245,24 @@ def test_lr_from_erm_gives_the_selected_erm_lr_to_the_other_methods(tmp_path, ti
     )
     no_select_seeds = [*args[:-5], "--out", str(tmp_path / "bad"), "--lr-from-erm"]
     assert main(no_select_seeds) == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("task", "SQuAD", "task must be one of"),
+        ("epochs", 0, "epochs must be an int >= 1"),
+        ("batch_size", 2.5, "batch_size must be an int >= 1"),
+        ("trainable_layers", -1, "trainable_layers must be an int >= 0"),
+        ("lr", 0.0, r"lr must be in \(0, inf\)"),
+        ("weight_decay", -0.1, "weight_decay must be in"),
+        ("lr_schedule", "step", "lr_schedule must be one of"),
+        ("base", "adam", "base must be one of"),
+        ("warmup", 1.0, r"warmup must be a fraction in \[0, 1\)"),
+        ("val_fraction", 0.0, r"val_fraction must be in \(0, 1\)"),
+        ("train_subset", 0, "train_subset must be an int >= 1"),
+    ],
+)
+def test_glue_config_names_the_bad_setting(field, value, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        GlueConfig(**{field: value})

@@ -35,6 +35,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tiltedsam._validation import (
+    check_choice,
+    check_int_at_least,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
 from tiltedsam.data.glue import TASKS, TextPairs, glue_metrics, load_glue_split
 from tiltedsam.experiments.methods import SEEDED, MethodSpec, parse_method
 from tiltedsam.experiments.store import (
@@ -69,27 +76,24 @@ class GlueConfig:
     group_by_length: bool = True  # batches of similar length (less padding), order still random
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        check_choice("task", self.task, TASKS)
         for name in ("epochs", "batch_size", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be in (0, inf), got {self.lr}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        if self.base not in ("adamw", "sgd"):
-            raise ValueError(f"base must be 'adamw' or 'sgd', got {self.base!r}")
-        if not 0 <= self.warmup < 1:
+            check_int_at_least(name, getattr(self, name), 1)
+        check_int_at_least("trainable_layers", self.trainable_layers, 0)
+        check_positive("lr", self.lr)
+        check_nonnegative("momentum", self.momentum)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        check_choice("base", self.base, ("adamw", "sgd"))
+        if not 0 <= check_unit_interval("warmup", self.warmup) < 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
-        if not 0 < self.val_fraction < 1:
+        if not 0 < check_unit_interval("val_fraction", self.val_fraction) < 1:
             raise ValueError(
                 f"val_fraction must be in (0, 1): selection needs a validation split, "
                 f"got {self.val_fraction}"
             )
-        if self.trainable_layers < 0:
-            raise ValueError(f"trainable_layers must be >= 0, got {self.trainable_layers}")
+        if self.train_subset is not None:
+            check_int_at_least("train_subset", self.train_subset, 1)
 
 
 def _load_encoder(path: str | Path | None):
