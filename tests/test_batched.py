@@ -397,6 +397,7 @@ def test_auto_falls_back_to_the_sequential_step_when_vmap_fails(monkeypatch):
     with pytest.warns(RuntimeWarning, match="falling back to the sequential path") as caught:
         m_auto, o_auto = go("auto")
     assert len(caught) == 1  # once per model, not once per step
+    assert caught[0].filename == __file__  # points at the caller's opt.step
     m_seq, o_seq = go(False)
     for a, b in zip(m_auto.state_dict().values(), m_seq.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # the fallback step is the sequential one, bit for bit
@@ -446,3 +447,31 @@ def test_half_precision_gradient_norm_above_65504_still_ascends(batched):
     # The ascent raises the linear loss by ρ‖g‖ ≈ 4.8e4 in float32; float16 must agree.
     assert single[0] > 1e4
     assert torch.allclose(half.float(), single, rtol=1e-2)
+
+
+class ShapeRouted(nn.Module):
+    """Uses head ``a`` for batches of 12 and head ``b`` otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Linear(5, 3).double()
+        self.b = nn.Linear(5, 3).double()
+
+    def forward(self, x):
+        return self.a(x) if len(x) == 12 else self.b(x)
+
+
+def test_reached_parameters_follow_the_input_shapes():
+    def go(batched):
+        model = ShapeRouted()
+        opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=3, seed=0,
+                   batched=batched)  # fmt: skip
+        for n in (12, 8):
+            x, y = data((5,), n=n)
+            opt.step(make_closure(model, nn.functional.cross_entropy, x, y))
+        return model
+
+    seq, bat = go(False), go(True)
+    assert not torch.equal(bat.b.weight, ShapeRouted().b.weight)  # head b did train
+    assert same_params(seq, bat)

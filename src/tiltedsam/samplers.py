@@ -41,8 +41,9 @@ def draw_noise(
     """Fill ``targets`` (aligned with ``opt._trainable_params()``) with ξ of radius
     ``group[radius_key]`` (see module doc); returns False, drawing nothing, if every radius is 0.
 
-    TSAM's batched path calls it once per sample with slices of stacked buffers: the same
-    generator calls in the same order as the sequential path, hence the same ξ.
+    TSAM's batched path calls it once per sample with fresh tensors laid out like the
+    parameters (then stacks them): the same generator calls in the same order and memory
+    layout as the sequential path, hence the same ξ.
     """
     views = opt._group_views()
     radii = [float(group[radius_key]) for group, _ in views]

@@ -85,9 +85,9 @@ class GlueConfig:
         check_nonnegative("weight_decay", self.weight_decay)
         check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
         check_choice("base", self.base, ("adamw", "sgd"))
-        if not 0 <= check_unit_interval("warmup", self.warmup) < 1:
+        if check_unit_interval("warmup", self.warmup) == 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
-        if not 0 < check_unit_interval("val_fraction", self.val_fraction) < 1:
+        if check_unit_interval("val_fraction", self.val_fraction) in (0, 1):
             raise ValueError(
                 f"val_fraction must be in (0, 1): selection needs a validation split, "
                 f"got {self.val_fraction}"

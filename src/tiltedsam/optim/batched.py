@@ -19,9 +19,9 @@ sequential step up to float rounding (``tests/test_batched.py`` checks it in flo
 Cost and memory: s copies of the parameters and, per phase, s gradients and the activations
 of s models are alive at once (the sequential path keeps 2 parameter-sized buffers).  It pays
 where one model leaves the device idle (small models, small batches on a GPU).  On this
-project's CPU it was 1.3-2.8x slower at s <= 5 and faster only for the tiny MNIST-1D models at
-s >= 8 (0.71-0.89x); ResNet-8 was 1.3x slower at every s (docs/performance.md), so
-``batched="auto"`` never picks it on a CPU.
+project's CPU it took 1.06-2.8x the sequential step's time at s <= 5, and from parity (MLP) to
+0.71x (1-D CNN) at s >= 8 on the tiny MNIST-1D models; ResNet-8 took 1.3x at every s
+(docs/performance.md), so ``batched="auto"`` never picks it on a CPU.
 
 Requirements (``ineligibility`` names the first one that fails): a closure from
 :func:`~tiltedsam.closures.make_closure` with ``accumulation_steps=1`` and no autocast or
@@ -36,9 +36,11 @@ generator and BatchNorm state are restored first, so the step is the sequential 
 ``batched=True`` it raises.
 
 Parameters the loss does not reach keep ``grad = None`` as in the sequential path (the base
-optimizer skips them): which ones are reached is found once per model and parameter list, by
-walking the autograd graph of one forward pass at θ (buffers copied, so nothing changes; it
-does draw dropout masks from the global generator).  Differences that remain: dropout masks
+optimizer skips them): which ones are reached is found by walking the autograd graph of one
+forward pass at θ (buffers copied, so nothing changes; it does draw dropout masks from the
+global generator), once per model, train/eval mode, loss function, parameter list and input
+shapes.  A model whose reached set depends on the input *values* (mixture-of-experts routing)
+needs ``batched=False``.  Differences that remain: dropout masks
 are drawn in a different order (same distribution, not the same numbers), and trainable
 parameters that the model has but the optimizer does not get no ``.grad`` (the sequential
 passes accumulate one into them).
@@ -121,17 +123,18 @@ def should_batch(opt: TSAM, closure: Any) -> bool:
     """The ``batched`` option resolved for this step (raises if forced but not possible)."""
     if opt.batched is False:
         return False
-    reason = ineligibility(opt, closure)
     if opt.batched is True:
+        reason = ineligibility(opt, closure)
         if reason is not None:
             raise ValueError(f"batched=True cannot be used here: {reason}")
         return True
-    if reason is not None or opt.num_samples < AUTO_MIN_SAMPLES:
-        return False
+    # "auto": the cheap tests first (on CPU this returns at once).
     params = opt._trainable_params()
-    if params[0].device.type != "cuda":
+    if opt.num_samples < AUTO_MIN_SAMPLES or not params or params[0].device.type != "cuda":
         return False
-    return opt.num_samples * sum(p.numel() for p in params) <= opt.batched_max_elements
+    if opt.num_samples * sum(p.numel() for p in params) > opt.batched_max_elements:
+        return False
+    return ineligibility(opt, closure) is None
 
 
 def remember_failure(opt: TSAM, closure: ModelClosure, error: BatchedUnsupported) -> None:
@@ -140,7 +143,7 @@ def remember_failure(opt: TSAM, closure: ModelClosure, error: BatchedUnsupported
     warnings.warn(
         f"TSAM batched='auto': falling back to the sequential path for this model ({error})",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=6,  # remember_failure < TSAM.step < no_grad < step wrappers (2) < caller
     )
 
 
@@ -220,12 +223,36 @@ class StackedLoss:
         return [id(p) in found for p in params]
 
 
+def _structure(value: Any) -> Any:
+    """Shapes, dtypes and keys of a nested input (what the reached set may depend on)."""
+    if isinstance(value, Tensor):
+        return (tuple(value.shape), value.dtype)
+    if isinstance(value, tuple | list):
+        return tuple(_structure(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _structure(v)) for k, v in value.items())
+    return repr(value)
+
+
 def _reached(opt: TSAM, loss: StackedLoss, params: list[Tensor]) -> list[bool]:
-    key = (id(loss.closure.model), tuple(id(p) for p in params))
+    """Which parameters the loss reaches, cached per model, train/eval mode, loss function,
+    parameter list and input shapes (a routing that depends on input *values*, as in a
+    mixture of experts, is not seen: use ``batched=False`` there)."""
+    closure = loss.closure
+    key = (
+        id(closure.model),
+        closure.model.training,
+        id(closure.loss_fn),
+        tuple(id(p) for p in params),
+        _structure(closure.inputs),
+        _structure(closure.targets),
+    )
     reached = opt._batched_reached.get(key)
     if reached is None:
         reached = loss.reached(params)
-        opt._batched_reached = {key: reached}  # one model at a time is the common case
+        if len(opt._batched_reached) >= 64:  # a few input shapes are the common case
+            opt._batched_reached.clear()
+        opt._batched_reached[key] = reached
     return reached
 
 
@@ -284,10 +311,12 @@ def perturbed_losses_and_grads(
         opt.generator.set_state(rng_state)
         for b, saved in zip(loss.buffers, snapshot, strict=True):
             b.copy_(saved)
-        raise BatchedUnsupported(
-            f"torch.func.vmap could not run the model ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]})"
-        ) from error
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        if isinstance(error, torch.OutOfMemoryError):
+            what = f"it ran out of memory holding {s} stacked copies of the model ({first_line})"
+        else:
+            what = f"torch.func.vmap could not run the model ({type(error).__name__}: {first_line})"
+        raise BatchedUnsupported(what) from error
     if not ascent:
         for b, stacked in zip(loss.buffers, buffers, strict=True):
             b.copy_(stacked[0])
