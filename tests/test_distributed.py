@@ -23,7 +23,13 @@ def ranks(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(WORKER), str(out)]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    # One retry: gloo's teardown aborted a rank once in a full-suite run (SIGABRT, "terminate
+    # called without an active exception") after both ranks had finished; not reproduced in
+    # 12 standalone runs.  A real failure fails twice.
+    for _attempt in range(2):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        if done.returncode == 0:
+            break
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 

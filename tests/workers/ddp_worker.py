@@ -82,6 +82,7 @@ def main(out: Path) -> None:
     except ValueError as error:
         result["mismatch_error"] = str(error)
     torch.save(result, out / f"rank{rank}.pt")
+    dist.barrier()  # both ranks done before gloo tears down (an early teardown can abort)
     dist.destroy_process_group()
 
 
