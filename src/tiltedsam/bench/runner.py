@@ -516,6 +516,18 @@ def scaling_markdown(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | No
     return "\n".join(lines)
 
 
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Legend, grid, layout; write ``path`` and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_scaling(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None, out_dir: Path,
                  clock: str = "cpu") -> list[Path]:  # fmt: skip
     """Small PNGs: step time vs s with the ideal 2s·ERM line; time/(2s·ERM) vs parameters."""
@@ -539,13 +551,7 @@ def plot_scaling(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None, 
         ax.set_xlabel("samples s")
         ax.set_ylabel(f"step time, ms ({clock})")
         ax.set_title(f"{vs_s['model']}: step time vs s", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / "bench_time_vs_s.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out_dir / "bench_time_vs_s.png"))
     if vs_params is not None:
         fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=90)
         params = vs_params["params"]
@@ -556,13 +562,7 @@ def plot_scaling(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None, 
         ax.set_xlabel("parameters (MLP of growing width)")
         ax.set_ylabel(f"step time / (2s·ERM) ({clock})")
         ax.set_title(f"s = {vs_params['s']}: overhead vs model size", fontsize=10)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / "bench_overhead_vs_params.png"
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, out_dir / "bench_overhead_vs_params.png"))
     return written
 
 

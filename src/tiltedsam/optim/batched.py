@@ -170,10 +170,15 @@ class StackedLoss:
             else:
                 self.fixed[name] = b
         self.closure = closure
+        # As closures.call_model: a dict is keywords, a tuple/list positionals, else one input.
         inputs = closure.inputs
-        self.args = tuple(inputs) if isinstance(inputs, tuple | list) else ()
-        self.kwargs = dict(inputs) if isinstance(inputs, dict) else {}
-        if not isinstance(inputs, tuple | list | dict):
+        self.args: tuple = ()
+        self.kwargs: dict = {}
+        if isinstance(inputs, dict):
+            self.kwargs = dict(inputs)
+        elif isinstance(inputs, tuple | list):
+            self.args = tuple(inputs)
+        else:
             self.args = (inputs,)
 
     def _forward(self, state: dict[str, Tensor]) -> Tensor:
