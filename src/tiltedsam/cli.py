@@ -182,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="tune every grid point on these seeds only, then run the per-method winners on --seeds",
     )
     swp.add_argument("--out", default="runs/sweep")
+    std = sub.add_parser(
+        "study",
+        help="one regime: equal-budget tuning of each method on validation, then seeds, a t-curve",
+        description="A study runs from a TOML/YAML file (configs/evidence/*.toml): training "
+        "settings, each method's tuning stages, selection and report seeds, the TSAM tilts of "
+        "the t-curve. Resumable: run the same command again after an interruption.",
+    )
+    std.add_argument("study_config", help="TOML or YAML study file")
+    std.add_argument("--out", default=None, help="output directory (default runs/study/<file stem>)")
+    std.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     glue = sub.add_parser(
         "glue",
         help="fine-tune the top layers of the offline MiniLM encoder on a GLUE task (grid x seeds)",
@@ -318,6 +328,19 @@ def _sweep(args: argparse.Namespace) -> None:
           train_subset=args.train_subset, out=args.out, workers=args.workers,
           select_seeds=args.select_seeds)  # fmt: skip
     print(Path(args.out, "report.md").read_text())
+
+
+def _study(args: argparse.Namespace) -> None:
+    import torch
+
+    from tiltedsam.experiments.study import Study, load_study_config
+
+    config = load_study_config(args.study_config)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else Path("runs/study") / Path(args.study_config).stem
+    Study(config, out, log=lambda line: print(line, flush=True)).execute()
+    print(f"study {config.name!r} finished: {out}/study.json")
 
 
 def _glue(args: argparse.Namespace) -> None:
@@ -504,7 +527,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"Wrote {args.out}/summary.md, results.csv, metrics.csv, accuracy.png")
         return 0
     handlers = {"analyze": _analyze, "toy": _toy, "glm": _glm, "sweep": _sweep, "report": _report,
-                "bench": _bench, "glue": _glue}  # fmt: skip
+                "bench": _bench, "glue": _glue, "study": _study}  # fmt: skip
     try:
         handlers[args.command](args)
     except (*USER_ERRORS, ImportError) as err:

@@ -171,13 +171,20 @@ def pad_states(states: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return hidden, mask
 
 
+def additive_attention_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """The ``(batch, 1, 1, length)`` additive mask of a 0/1 padding ``mask``: 0 where a token is
+    kept, ``finfo(dtype).min`` where it is padding (added to the attention scores before the
+    softmax, for every query)."""
+    keep = mask[:, None, None, :].to(dtype)
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
 class TopLayers(nn.Module):
     """The top ``trainable_layers`` layers of ``encoder`` (copied), mean pooling and a linear head.
 
     ``forward(hidden, mask)`` takes the cached frozen output padded by :func:`pad_states`; the
-    attention mask is built the way the encoder builds it (``_create_attention_masks`` in
-    transformers 5, the additive extended mask before), so padding is ignored exactly as in the
-    full model.  ``num_labels=1`` gives one score per example (regression).
+    attention mask is the additive one BERT's layers take (:func:`additive_attention_mask`), so
+    padding is ignored exactly as in the full model (tested for equality with it).  ``num_labels=1`` gives one score per example (regression).
     """
 
     def __init__(self, encoder: nn.Module, trainable_layers: int, num_labels: int) -> None:
@@ -193,22 +200,10 @@ class TopLayers(nn.Module):
         for p in self.layers.parameters():
             p.requires_grad_(True)
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
-        # Not a submodule: its parameters are neither trained nor saved with this module.
-        self._mask_source = [encoder]
-
-    def _attention_mask(self, hidden: Tensor, mask: Tensor):
-        encoder = self._mask_source[0]
-        if hasattr(encoder, "_create_attention_masks"):  # transformers >= 5
-            attention, _ = encoder._create_attention_masks(
-                attention_mask=mask, encoder_attention_mask=None, embedding_output=hidden,
-                encoder_hidden_states=None, past_key_values=None,
-            )  # fmt: skip
-            return attention
-        return encoder.get_extended_attention_mask(mask, mask.shape, dtype=hidden.dtype)
 
     def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
         if len(self.layers):
-            attention = self._attention_mask(hidden, mask)
+            attention = additive_attention_mask(mask, hidden.dtype)
             for layer in self.layers:
                 out = layer(hidden, attention)
                 hidden = out[0] if isinstance(out, tuple) else out

@@ -81,6 +81,9 @@ class RunResult:
     skipped_steps: int = 0  # steps a nonfinite policy skipped
     skipped_samples: int = 0  # TSAM samples dropped by nonfinite="skip_sample"
     cpu_time: float | None = None
+    # With label noise: accuracy on the training inputs against their *clean* labels (how much
+    # of the true signal the final model still predicts; 1 - this is the memorised noise share).
+    train_accuracy_clean: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,12 +179,20 @@ def check_method(method: MethodSpec, config: TrainConfig) -> None:
     lr = kwargs.pop("lr", config.lr)
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ValueError(f"{method.label!r}: option lr must be a number in (0, inf), got {lr!r}")
+    weight_decay = kwargs.pop("weight_decay", config.weight_decay)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not (
+        0 <= weight_decay < math.inf
+    ):
+        raise ValueError(
+            f"{method.label!r}: option weight_decay must be a number in [0, inf), got "
+            f"{weight_decay!r}"
+        )
     if method.name == "esam1":
         budget = kwargs.pop("budget", None)
         if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
             raise ValueError(f"{method.label!r}: esam1 budget must be an int >= 1, got {budget!r}")
     dummy = nn.Linear(1, 1)
-    shared = {"lr": float(lr), "momentum": config.momentum, "weight_decay": config.weight_decay}
+    shared = {"lr": float(lr), "momentum": config.momentum, "weight_decay": float(weight_decay)}
     try:
         create_optimizer(method.name, dummy.parameters(), base="sgd", **shared, **kwargs)
     except TypeError as err:
@@ -189,7 +200,7 @@ def check_method(method: MethodSpec, config: TrainConfig) -> None:
         if match is None:
             raise TypeError(f"{method.label!r}: {err}") from None
         cls = type(create_optimizer(method.name, dummy.parameters(), base="sgd", lr=0.1))
-        allowed = _keywords(cls) | _keywords(torch.optim.SGD) | {"lr"}
+        allowed = _keywords(cls) | _keywords(torch.optim.SGD) | {"lr", "weight_decay"}
         allowed |= {"budget"} if method.name == "esam1" else set()
         raise ValueError(
             f"{method.label!r}: unknown option {match.group(1)!r} for method {method.name}; "
@@ -256,6 +267,14 @@ def train_run(
     lr = kwargs.pop("lr", config.lr)
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ValueError(f"method option lr must be a number in (0, inf), got {lr!r}")
+    # Likewise weight decay (``erm:weight_decay=0/5e-4``): ERM's regulariser in a tuning budget.
+    weight_decay = kwargs.pop("weight_decay", config.weight_decay)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not (
+        0 <= weight_decay < math.inf
+    ):
+        raise ValueError(
+            f"method option weight_decay must be a number in [0, inf), got {weight_decay!r}"
+        )
     epochs = config.epochs
     if method.name == "esam1":
         budget = kwargs.pop("budget")
@@ -277,7 +296,7 @@ def train_run(
         base="sgd",
         lr=float(lr),
         momentum=config.momentum,
-        weight_decay=config.weight_decay,
+        weight_decay=float(weight_decay),
         **kwargs,
     )
     scheduler = (
@@ -416,6 +435,9 @@ def train_run(
             tmp.replace(metrics)
     bar.close()
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
+    train_acc_clean = None
+    if data.y_train_clean is not None:
+        train_acc_clean = evaluate(model, data.x_train, data.y_train_clean)[1]
     if save_model is not None:
         _save_atomic(model.state_dict(), save_model)
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
@@ -427,6 +449,7 @@ def train_run(
         test_loss=last["test_loss"],
         train_loss=train_loss,
         train_accuracy=train_acc,
+        train_accuracy_clean=train_acc_clean,
         wall_time=wall,
         cpu_time=cpu,
         steps=total_steps,

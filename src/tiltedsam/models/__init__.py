@@ -12,6 +12,10 @@ from tiltedsam.models.resnet import resnet8, resnet18, wrn16_8
 MODELS: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
     "cnn1d": lambda shape, k: CNN1D(in_channels=shape[0], length=shape[-1], num_classes=k),
     "cnn2d": lambda shape, k: CNN2D(in_channels=shape[0], size=shape[-1], num_classes=k),
+    # 16 channels (~20k parameters): cheap enough for CPU studies, still fits small data sets.
+    "cnn2d_small": lambda shape, k: CNN2D(
+        in_channels=shape[0], size=shape[-1], num_classes=k, channels=16
+    ),
     "mlp": lambda shape, k: MLP(in_channels=shape[0], length=_numel(shape[1:]), num_classes=k),
     "resnet8": lambda shape, k: resnet8(shape[0], k),
     "resnet18": lambda shape, k: resnet18(shape[0], k),

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Issue #20: run the evidence studies given as arguments (configs/evidence/*.toml), one after
+# the other, single-threaded and at low priority; resumable (finished runs are read back,
+# unfinished ones resume from their epoch checkpoint).  Each study writes runs/study/<stem>/.
+#   nohup scripts/evidence.sh configs/evidence/mnist-mlp-noise*.toml > runs/evidence-a.log 2>&1 &
+# Then `make results` renders docs/results-evidence.md from what is stored.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TILTEDSAM=${TILTEDSAM:-.venv/bin/tiltedsam}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+for config in "$@"; do
+  nice -n 19 "$TILTEDSAM" study "$config" --threads 1
+done

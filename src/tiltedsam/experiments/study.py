@@ -1,0 +1,346 @@
+"""``tiltedsam study``: one regime, tuned with the same budget for every method, then seeds.
+
+A study is what a generalization claim needs on one data set (issue #20):
+
+1. **Equal-budget tuning on the selection seeds.**  Each method has a list of *stages*; a stage is
+   a grid (``"lr=0.01/0.03/0.1"`` or ``"lr=0.01/0.1,weight_decay=0/5e-4"``) whose points are
+   combined with the method's best configuration so far (its defaults before the first stage).
+   After a stage the incumbent is the configuration with the best mean *final-epoch* validation
+   accuracy over the selection seeds (ties keep the earlier one).  Points already run are not
+   run again, so a method's budget is the number of distinct configurations it tried; the
+   study refuses to start when the budgets differ (``equal_budget``).
+2. **Two deliveries, selected on validation only** (labels as observed, noisy in noisy regimes):
+   *final*, the configuration with the best final-epoch validation accuracy (the paper's
+   protocol, a fixed number of epochs), and *early-stopped*, the configuration with the best
+   validation accuracy at any epoch, reported at that epoch (what a practitioner does against
+   label noise).  Both choose among the same tried configurations.
+3. **Seeds.**  Each selected configuration runs on the report seeds.  The seed fixes the data
+   (training subset, label noise, validation split), the initialisation and the data order, so
+   runs of two methods with the same seed are paired.
+4. **t-curve.**  TSAM's final selection is run at every tilt of ``tcurve`` on ``tcurve_seeds``.
+
+Every run lives in ``OUT/runs/<method>/<key>-seed<k>/`` where ``key`` hashes the whole run
+configuration (method, every option, seed, data settings, training settings), so runs with other
+settings never overwrite each other; unfinished runs resume from their epoch checkpoint and
+finished ones are read back (the runs are claimed, so two processes never train one twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tiltedsam import __version__
+from tiltedsam._validation import check_unit_interval
+from tiltedsam.data import load_dataset
+from tiltedsam.data.mnist1d import ArrayDataset
+from tiltedsam.experiments.checkpoint import remove_checkpoints
+from tiltedsam.experiments.methods import METHOD_DEFAULTS, MethodSpec, parse_method
+from tiltedsam.experiments.store import claim_run, write_json_atomic
+from tiltedsam.experiments.sweep import expand_grid
+from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
+
+STUDY_FILE = "study.json"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One regime: data, training settings, each method's tuning stages, seeds and the t-curve."""
+
+    name: str
+    search: dict[str, list[str]]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dataset: str = "mnist"
+    data_path: str | None = None
+    label_noise: float = 0.0
+    train_subset: int | None = None
+    val_size: int | float = 1000
+    select_seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
+    tcurve: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0, 100.0)
+    tcurve_seeds: tuple[int, ...] | None = None
+    equal_budget: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.search:
+            raise ValueError("search must name at least one method with its tuning stages")
+        for method, stages in self.search.items():
+            if method not in METHOD_DEFAULTS:
+                raise ValueError(f"search: unknown method {method!r}")
+            if isinstance(stages, str) or not all(isinstance(s, str) for s in stages):
+                raise ValueError(f"search.{method} must be a list of grid strings")
+        check_unit_interval("label_noise", self.label_noise)
+        check_seeds(self.select_seeds)
+        check_seeds(self.seeds)
+        if set(self.select_seeds) & set(self.seeds):
+            raise ValueError(
+                f"select_seeds {list(self.select_seeds)} and seeds {list(self.seeds)} overlap: "
+                "the reported runs must not be the ones the configuration was chosen on"
+            )
+        if self.tcurve_seeds is not None:
+            check_seeds(self.tcurve_seeds)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StudyConfig:
+        """From a TOML/YAML table: the training settings at the top level, as in ``sweep``."""
+        values = {str(k).replace("-", "_"): v for k, v in values.items()}
+        train_keys = {f.name for f in fields(TrainConfig)}
+        own = {f.name for f in fields(cls)} - {"train"}
+        unknown = sorted(set(values) - train_keys - own)
+        if unknown:
+            raise ValueError(
+                f"unknown study setting(s) {unknown}; allowed: {sorted(train_keys | own)}"
+            )
+        train = TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
+        kwargs = {k: v for k, v in values.items() if k in own}
+        for key in ("select_seeds", "seeds", "tcurve_seeds"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = tuple(kwargs[key])
+        if "tcurve" in kwargs:
+            kwargs["tcurve"] = tuple(float(t) for t in kwargs["tcurve"])
+        kwargs["search"] = {k: list(v) for k, v in kwargs.get("search", {}).items()}
+        return cls(train=train, **kwargs)
+
+    def data_settings(self, seed: int) -> dict[str, Any]:
+        return {"name": self.dataset, "label_noise": self.label_noise,
+                "train_subset": self.train_subset, "val_size": self.val_size, "seed": seed}  # fmt: skip
+
+
+def canonical(value: Any) -> Any:
+    """JSON-normalised (tuples become lists, floats stay floats), for keys and comparisons."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def run_key(run_config: dict[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of the canonical run configuration."""
+    text = json.dumps(canonical(run_config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Study:
+    """Runs a :class:`StudyConfig` into ``out`` (see the module doc); ``log`` gets one line a run."""
+
+    config: StudyConfig
+    out: Path
+    log: Callable[[str], None] = print
+    _data: dict[int, ArrayDataset] = field(default_factory=dict, repr=False)
+
+    # -- runs -------------------------------------------------------------------------------
+    def full_options(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Every option a run is trained with: the method's defaults, the run's lr and weight
+        decay, then ``options``; two spellings of one training give one dict."""
+        train = self.config.train
+        defaults = {"lr": train.lr, "weight_decay": train.weight_decay, **METHOD_DEFAULTS[method]}
+        return canonical({**defaults, **options})
+
+    def run_config(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
+        return canonical({"method": method, "options": self.full_options(method, options),
+                          "seed": seed, "data": self.config.data_settings(seed),
+                          "train": asdict(self.config.train)})  # fmt: skip
+
+    def run_dir(self, method: str, options: dict[str, Any], seed: int) -> Path:
+        key = run_key(self.run_config(method, options, seed))
+        return self.out / "runs" / method / f"{key}-seed{seed}"
+
+    def data(self, seed: int) -> ArrayDataset:
+        if seed not in self._data:
+            self._data.clear()  # one seed's data at a time: runs are ordered by seed
+            settings = self.config.data_settings(seed)
+            self._data[seed] = load_dataset(settings.pop("name"), self.config.data_path, **settings)
+        return self._data[seed]
+
+    def stored(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
+        summary = self.run_dir(method, options, seed) / "summary.json"
+        if not summary.exists():
+            return None
+        try:
+            stored = json.loads(summary.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"{summary}: unreadable run summary ({err}); delete it to rerun"
+            ) from None
+        if stored.get("config") != self.run_config(method, options, seed):
+            raise ValueError(f"{summary}: written for another configuration than its key says")
+        return stored["result"]
+
+    def run(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
+        """One run's result: read back if finished, else trained (resuming its checkpoint)."""
+        found = self.stored(method, options, seed)
+        if found is not None:
+            return found
+        directory = self.run_dir(method, options, seed)
+        with claim_run(directory, wait=True) as _claim:
+            found = self.stored(method, options, seed)
+            if found is not None:
+                return found
+            config = self.run_config(method, options, seed)
+            write_json_atomic(directory / "config.json", {**config, "version": __version__})
+            label = spec_label(method, options)
+            self.log(f"{self.config.name}: {label} seed {seed}")
+            try:
+                result = train_run(MethodSpec(method, dict(options), label), self.data(seed),
+                                   self.config.train, seed, progress=False,
+                                   save_model=directory / "model.pt",
+                                   checkpoint=directory / "checkpoint.pt",
+                                   metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
+            except FloatingPointError as err:
+                # A configuration that diverges is a result of the tuning (never selected),
+                # not a reason to stop the study.
+                self.log(f"{self.config.name}: {label} seed {seed} diverged")
+                result = {"method": label, "seed": seed, "diverged": str(err), "history": []}
+            write_json_atomic(directory / "summary.json",
+                              {"config": config, "result": result, "version": __version__})  # fmt: skip
+            remove_checkpoints(directory / "checkpoint.pt")
+            return result
+
+    # -- the protocol -------------------------------------------------------------------------
+    def stage_points(self, method: str, stage: str, incumbent: dict[str, Any]) -> list[dict]:
+        points = []
+        for spec in expand_grid([f"{method}:{stage}"]):
+            points.append({**incumbent, **parse_method(spec).options})
+        return points
+
+    def check(self) -> None:
+        """Every method option is valid and (with ``equal_budget``) every budget is the same;
+        an error names the method and what is wrong, before anything trains."""
+        budgets = {m: self.budget(m) for m in self.config.search}
+        if self.config.equal_budget and len(set(budgets.values())) > 1:
+            raise ValueError(
+                f"study {self.config.name!r}: the methods' tuning budgets differ ({budgets}); "
+                "give every method the same number of distinct configurations, or set "
+                "equal_budget = false"
+            )
+
+    def budget(self, method: str) -> int:
+        """Distinct configurations a method's stages try: every point of the first stage, and of
+        each later stage every point but the incumbent itself (the point whose stage keys keep
+        their defaults, already run).  A key may be tuned in one stage only, so this is exact
+        before anything runs; a bad option fails here with the method's name."""
+        stages = self.config.search[method]
+        keys_seen: set[str] = set()
+        total = 0
+        for k, stage in enumerate(stages):
+            points = self.stage_points(method, stage, {})
+            keys = set().union(*(p.keys() for p in points))
+            if keys & keys_seen:
+                raise ValueError(
+                    f"search.{method}: {sorted(keys & keys_seen)} tuned in more than one stage; "
+                    "give each key one stage"
+                )
+            keys_seen |= keys
+            defaults = self.full_options(method, {})
+            for point in points:
+                check_method(MethodSpec(method, point, f"{method}:{stage}"), self.config.train)
+                incumbent = all(canonical(v) == defaults.get(key) for key, v in point.items())
+                total += 0 if (k > 0 and incumbent) else 1
+        return total
+
+    def tune(self, method: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Run a method's stages on the selection seeds; every tried (options, results)."""
+        tried: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        incumbent: dict[str, Any] = {}
+        for stage in self.config.search[method]:
+            for point in self.stage_points(method, stage, incumbent):
+                full = self.full_options(method, point)
+                if any(self.full_options(method, done) == full for done, _ in tried):
+                    continue
+                results = [self.run(method, point, s) for s in self.config.select_seeds]
+                tried.append((point, results))
+            incumbent = best_of(tried, final_val)[0]
+        return tried
+
+    def execute(self) -> dict[str, Any]:
+        """The whole protocol; returns (and writes to ``study.json``) what was selected."""
+        self.check()
+        self.out.mkdir(parents=True, exist_ok=True)
+        selection: dict[str, Any] = {}
+        for method in self.config.search:
+            tried = self.tune(method)
+            final = best_of(tried, final_val)[0]
+            early = best_of(tried, best_val)[0]
+            selection[method] = {"final": final, "early": early, "budget": len(tried),
+                                 "tried": [p for p, _ in tried]}  # fmt: skip
+            write_json_atomic(self.out / STUDY_FILE, self.summary(selection))
+        for seed in self.config.seeds:  # seed-major: one data set in memory at a time
+            for method, chosen in selection.items():
+                for options in unique([chosen["final"], chosen["early"]]):
+                    self.run(method, options, seed)
+        if "tsam" in selection:
+            base = selection["tsam"]["final"]
+            for seed in self.config.tcurve_seeds or self.config.seeds:
+                for t in self.config.tcurve:
+                    # spelled as a grid value would be (5 not 5.0), so one training has one key
+                    tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
+                    self.run("tsam", {**base, "tilt": tilt}, seed)
+        write_json_atomic(self.out / STUDY_FILE, self.summary(selection, done=True))
+        return selection
+
+    def summary(self, selection: dict[str, Any], done: bool = False) -> dict[str, Any]:
+        return canonical({"config": {**asdict(self.config), "train": asdict(self.config.train)},
+                          "selection": selection, "finished": done, "version": __version__})  # fmt: skip
+
+
+def final_val(result: dict[str, Any]) -> float:
+    """Validation accuracy of the final epoch (-1 for a run that diverged)."""
+    if result.get("diverged"):
+        return -1.0
+    return float(result["history"][-1]["val_accuracy"])
+
+
+def best_epoch(result: dict[str, Any]) -> dict[str, Any]:
+    """The epoch record with the best validation accuracy (the earliest on ties): early stopping."""
+    history = result["history"]
+    return max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
+
+
+def best_val(result: dict[str, Any]) -> float:
+    """The best validation accuracy over epochs (-1 for a run that diverged)."""
+    if result.get("diverged"):
+        return -1.0
+    return float(best_epoch(result)["val_accuracy"])
+
+
+def best_of(tried, score: Callable[[dict[str, Any]], float]) -> tuple[dict[str, Any], float]:
+    """The (options, mean score) with the highest mean score over seeds; the first on ties."""
+    best: tuple[dict[str, Any], float] | None = None
+    for options, results in tried:
+        value = statistics.fmean(score(r) for r in results)
+        if best is None or value > best[1]:
+            best = (options, value)
+    if best is None:
+        raise ValueError("no configuration was tried")
+    return best
+
+
+def unique(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if canonical(item) not in [canonical(o) for o in out]:
+            out.append(item)
+    return out
+
+
+def spec_label(method: str, options: dict[str, Any]) -> str:
+    """``tsam:lr=0.03,tilt=5`` (options in key order; defaults left out)."""
+    if not options:
+        return method
+    text = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(options.items()))
+    return f"{method}:{text}"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "/".join(_fmt(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def load_study_config(path: str | Path) -> StudyConfig:
+    from tiltedsam.cli import load_config_file
+
+    return StudyConfig.from_dict(load_config_file(path))
