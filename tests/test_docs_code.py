@@ -132,8 +132,7 @@ def _subparsers():
     from tiltedsam.cli import build_parser
 
     parser = build_parser()
-    action = next(a for a in parser._actions if a.dest == "command")
-    return parser, action.choices
+    return parser, parser.commands
 
 
 def _make_targets() -> set[str]:
@@ -186,12 +185,12 @@ def test_shell_blocks_name_real_commands(block: Block) -> None:
             continue
         args = cmd[1:]
         if not args or args[0].startswith("-"):
-            flags = {s for a in parser._actions for s in a.option_strings}
+            flags = {s for a in parser.options.values() for s in a.option_strings}
             assert all(a.split("=")[0] in flags for a in args if a.startswith("-")), where
             continue
         assert args[0] in subcommands, f"{where}: no subcommand {args[0]!r}"
         sub = subcommands[args[0]]
-        flags = {s for a in sub._actions for s in a.option_strings}
+        flags = {s for a in sub.options.values() for s in a.option_strings}
         for arg in args[1:]:
             if arg.startswith("--"):
                 assert arg.split("=")[0] in flags, f"{where}: {args[0]} has no flag {arg!r}"
@@ -210,6 +209,6 @@ def test_config_blocks_parse(block: Block) -> None:
     match = re.search(r"tiltedsam (\w+) --config", block.code)
     if match:
         _, subcommands = _subparsers()
-        dests = {a.dest for a in subcommands[match.group(1)]._actions}
+        dests = set(subcommands[match.group(1)].options)
         unknown = {k.replace("-", "_") for k in values} - dests
         assert not unknown, f"{where}: {match.group(1)} has no option(s) {sorted(unknown)}"

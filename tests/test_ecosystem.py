@@ -237,7 +237,7 @@ def test_torch_compile_model_trains_with_tsam():
     if reason:
         print(f"SKIP reason: {reason}")
         pytest.skip(reason)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     x, y = make_regression(n=32, dtype=torch.float32)
     eager, to_compile = make_mlp(dtype=torch.float32), make_mlp(dtype=torch.float32)
     compiled = torch.compile(to_compile)

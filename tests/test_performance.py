@@ -13,11 +13,11 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from tiltedsam import TSAM, TiltedAccumulator, TSAMResample, tilted_objective, tilted_weights
 from tiltedsam.bench import LiveTensorBytes, OfficialTSAMReference, memory_rows
 from tiltedsam.cli import main
+from tiltedsam.compat.torch import TorchDispatchMode
 from tiltedsam.optim.tsam_resample import accepts_backward_flag
 
 from .conftest import make_mlp, make_regression

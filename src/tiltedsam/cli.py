@@ -17,6 +17,29 @@ from tiltedsam.experiments.train import TrainConfig
 USER_ERRORS = (ValueError, TypeError, OSError, CheckpointError, FloatingPointError)
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that keeps what it is given through public calls: ``options``
+    maps each dest to the Action ``add_argument`` returned, ``commands`` each subcommand name to
+    its parser.  (Config files are checked against ``options``; argparse's own lists of them are
+    private.)"""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.options: dict[str, argparse.Action] = {}  # before __init__ adds --help
+        self.commands: dict[str, Parser] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.options[action.dest] = action
+        return action
+
+    def add_command(self, subparsers, name: str, **kwargs) -> Parser:
+        """``subparsers.add_parser(name, ...)``, remembered in ``commands``."""
+        command = subparsers.add_parser(name, **kwargs)
+        self.commands[name] = command
+        return command
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
@@ -59,16 +82,14 @@ def load_config_file(path: str | Path) -> dict:
     return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
-def _apply_config(
-    sub: argparse.ArgumentParser, argv: Sequence[str] | None, args: argparse.Namespace
-):
+def _apply_config(sub: Parser, argv: Sequence[str] | None, args: argparse.Namespace):
     """Re-parse with the config file's values as defaults (command-line flags still win)."""
     values = load_config_file(args.config)
-    known = {a.dest for a in sub._actions} - {"help", "config"}
+    known = set(sub.options) - {"help", "config"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{args.config}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    actions = {a.dest: a for a in sub._actions}
+    actions = sub.options
     for key, value in values.items():
         values[key] = _config_value(args.config, actions[key], value)
     sub.set_defaults(**values)
@@ -79,7 +100,7 @@ def _config_value(path: str, action: argparse.Action, value: object) -> object:
     """A config-file value checked (and converted) as its flag would be; errors name the file."""
     flag = action.option_strings[-1] if action.option_strings else action.dest
     where = f"{path}: key {action.dest!r} ({flag})"
-    if isinstance(action, argparse._StoreTrueAction):
+    if action.nargs == 0 and action.const is True:  # a store_true flag
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {value!r}")
         return value
@@ -146,13 +167,14 @@ def _val_size(value: float) -> int | float:
     return int(value) if value >= 1 else value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     from tiltedsam import __version__
 
-    parser = argparse.ArgumentParser(prog="tiltedsam", description=__doc__)
+    parser = Parser(prog="tiltedsam", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tiltedsam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    cmp = sub.add_parser(
+    cmp = parser.add_command(
+        sub,
         "compare",
         help="train ERM / SAM / TSAM (or any method specs) and write a table and plots",
         description="Method specs look like erm, sam:rho=0.1, tsam:tilt=20,num_samples=5, "
@@ -164,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", default="runs/compare", help="output directory")
     cmp.add_argument("--rerun", action="store_true", help="train again even if finished")
     cmp.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    swp = sub.add_parser(
+    swp = parser.add_command(
+        sub,
         "sweep",
         help="grid of method options x seeds in parallel processes; selection on validation",
         description="Grid entries look like erm, sam:rho=0.05/0.1, tsam:tilt=0/1/5/20/100,num_samples=3/5.",
@@ -182,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="tune every grid point on these seeds only, then run the per-method winners on --seeds",
     )
     swp.add_argument("--out", default="runs/sweep")
-    std = sub.add_parser(
+    std = parser.add_command(
+        sub,
         "study",
         help="one regime: equal-budget tuning of each method on validation, then seeds, a t-curve",
         description="A study runs from a TOML/YAML file (configs/evidence/*.toml): training "
@@ -190,9 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the t-curve. Resumable: run the same command again after an interruption.",
     )
     std.add_argument("study_config", help="TOML or YAML study file")
-    std.add_argument("--out", default=None, help="output directory (default runs/study/<file stem>)")
+    std.add_argument(
+        "--out", default=None, help="output directory (default runs/study/<file stem>)"
+    )
     std.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    glue = sub.add_parser(
+    glue = parser.add_command(
+        sub,
         "glue",
         help="fine-tune the top layers of the offline MiniLM encoder on a GLUE task (grid x seeds)",
         description="Grid entries as in 'tiltedsam sweep' (erm:lr=1e-4/3e-4, tsam:tilt=1/5). The "
@@ -230,12 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="random batches instead of length-grouped ones")  # fmt: skip
     glue.add_argument("--out", default="runs/glue")
     glue.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    rep = sub.add_parser(
-        "report", help="tables and plots (with validation selection) of a results dir"
+    rep = parser.add_command(
+        sub, "report", help="tables and plots (with validation selection) of a results dir"
     )
     rep.add_argument("root", nargs="+",
                      help="a results dir; several 'tiltedsam glue' dirs also get a table across tasks")  # fmt: skip
-    ana = sub.add_parser("analyze", help="flatness, Hessian spectrum and cross-evaluation of runs")
+    ana = parser.add_command(
+        sub, "analyze", help="flatness, Hessian spectrum and cross-evaluation of runs"
+    )
     ana.add_argument("root", help="a directory written by 'tiltedsam compare'")
     ana.add_argument("--data-path", default=None)
     ana.add_argument("--subset", type=int, default=1000, help="training examples used")
@@ -252,16 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ana.add_argument("--selected", action="store_true",
                      help="only each method's configuration selected on validation (a sweep)")  # fmt: skip
-    toy = sub.add_parser("toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
+    toy = parser.add_command(sub, "toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
     toy.add_argument("--out", default="runs/toy")
     toy.add_argument("--steps", type=int, default=400)
-    glm = sub.add_parser("glm", help="Theorem 1 check: flatness of TSAM minimisers of a GLM vs t")
+    glm = parser.add_command(
+        sub, "glm", help="Theorem 1 check: flatness of TSAM minimisers of a GLM vs t"
+    )
     glm.add_argument("--out", default="runs/glm")
     glm.add_argument("--tilts", type=_floats, default=[0.0, 1.0, 5.0, 20.0, 100.0])
     glm.add_argument("--sigma", type=float, default=0.1)
     glm.add_argument("--draws", type=int, default=64)
     glm.add_argument("--seed", type=int, default=0)
-    bench = sub.add_parser(
+    bench = parser.add_command(
+        sub,
         "bench",
         help="step time vs the 2s-pass floor, the official-semantics loop, SAM; memory vs s",
         description="Times ERM, SAM, TSAM, the official-semantics reference and tsam-resample "
@@ -495,7 +527,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        sub = parser._subparsers._group_actions[0].choices[args.command]
+        sub = parser.commands[args.command]
         try:
             args = _apply_config(sub, argv, args)
         except (ValueError, OSError) as err:

@@ -235,7 +235,7 @@ def test_good_config_values_are_converted_like_flags(tmp_path):
     path.write_text('seeds = [0, 1]\nval-size = 20\nmethods = "erm"\nno-progress = true\n')
     parser = build_parser()
     args = parser.parse_args(["compare", "--config", str(path)])
-    sub = parser._subparsers._group_actions[0].choices["compare"]
+    sub = parser.commands["compare"]
     args = _apply_config(sub, ["compare", "--config", str(path)], args)
     assert args.seeds == [0, 1] and args.val_size == 20.0 and args.methods == ["erm"]
     assert args.no_progress is True

@@ -23,12 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
-
-def _storage_key(t: Tensor) -> int:
-    return t.untyped_storage()._cdata
+from tiltedsam.compat.torch import TorchDispatchMode, tree_leaves
 
 
 class LiveTensorBytes(TorchDispatchMode):
@@ -47,9 +43,12 @@ class LiveTensorBytes(TorchDispatchMode):
         if not isinstance(t, Tensor) or t.device.type == "meta":
             return
         storage = t.untyped_storage()
-        key = storage._cdata
+        key = storage.data_ptr()  # unique among live storages (a freed one's may be reused)
         if key in self._live:
-            return
+            ref, old = self._live[key]
+            if not ref.expired():
+                return
+            self.current -= old
         size = storage.nbytes()
         self._live[key] = (StorageWeakRef(storage), size)
         self.current += size
@@ -143,7 +142,7 @@ def held_bytes(*holders: Any) -> int:
     """Bytes of the distinct storages behind ``tensors_of(*holders)``."""
     sizes: dict[int, int] = {}
     for t in tensors_of(*holders):
-        sizes[_storage_key(t)] = t.untyped_storage().nbytes()
+        sizes[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return sum(sizes.values())
 
 

@@ -134,10 +134,20 @@ class Study:
     # -- runs -------------------------------------------------------------------------------
     def full_options(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
         """Every option a run is trained with: the method's defaults, the run's lr and weight
-        decay, then ``options``; two spellings of one training give one dict."""
+        decay, then ``options``, an int given for a float default made a float (``tilt=1`` is
+        the default 1.0); two spellings of one training give one dict, hence one key."""
         train = self.config.train
         defaults = {"lr": train.lr, "weight_decay": train.weight_decay, **METHOD_DEFAULTS[method]}
-        return canonical({**defaults, **options})
+        merged = {**defaults, **options}
+        for key, value in options.items():
+            default = defaults.get(key)
+            if (
+                isinstance(default, float)
+                and isinstance(value, int)
+                and not isinstance(value, bool)
+            ):
+                merged[key] = float(value)
+        return canonical(merged)
 
     def run_config(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
         return canonical({"method": method, "options": self.full_options(method, options),

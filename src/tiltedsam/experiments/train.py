@@ -180,8 +180,10 @@ def check_method(method: MethodSpec, config: TrainConfig) -> None:
     if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
         raise ValueError(f"{method.label!r}: option lr must be a number in (0, inf), got {lr!r}")
     weight_decay = kwargs.pop("weight_decay", config.weight_decay)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not (
-        0 <= weight_decay < math.inf
+    if (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, int | float)
+        or not (0 <= weight_decay < math.inf)
     ):
         raise ValueError(
             f"{method.label!r}: option weight_decay must be a number in [0, inf), got "
@@ -269,8 +271,10 @@ def train_run(
         raise ValueError(f"method option lr must be a number in (0, inf), got {lr!r}")
     # Likewise weight decay (``erm:weight_decay=0/5e-4``): ERM's regulariser in a tuning budget.
     weight_decay = kwargs.pop("weight_decay", config.weight_decay)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, int | float) or not (
-        0 <= weight_decay < math.inf
+    if (
+        isinstance(weight_decay, bool)
+        or not isinstance(weight_decay, int | float)
+        or not (0 <= weight_decay < math.inf)
     ):
         raise ValueError(
             f"method option weight_decay must be a number in [0, inf), got {weight_decay!r}"

@@ -43,6 +43,18 @@ def _unwrap(optimizer: Any) -> Any:
     return optimizer
 
 
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors in (nested) dicts, lists and tuples moved to ``device``; the rest unchanged.
+    (The Trainer's own ``_prepare_inputs`` does this too, but is private.)"""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return type(value)({k: _to_device(v, device) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return type(value)(_to_device(v, device) for v in value)
+    return value
+
+
 class PerturbationTrainer(Trainer):
     """A ``transformers.Trainer`` that steps a tiltedsam perturbation optimizer.
 
@@ -66,7 +78,7 @@ class PerturbationTrainer(Trainer):
                 "whole batch; raise per_device_train_batch_size instead"
             )
         model.train()
-        inputs = self._prepare_inputs(inputs)
+        inputs = _to_device(inputs, self.args.device)
 
         def closure() -> torch.Tensor:
             with self.compute_loss_context_manager():

@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from tiltedsam.closures import ModelClosure
+from tiltedsam.compat import torch as torch_compat
 from tiltedsam.samplers import AscentSampler, UniformSampler, draw_noise
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ def ineligibility(opt: TSAM, closure: Any) -> str | None:
     if opt.distributed != "off":
         return "distributed must be 'off'"
     model = closure.model
-    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) or hasattr(model, "no_sync"):
+    if torch_compat.is_compiled_module(model) or hasattr(model, "no_sync"):
         return "the model must be a plain nn.Module (not torch.compile'd, not DDP-wrapped)"
     failure = opt._batched_failures.get(id(model))
     if failure is not None:

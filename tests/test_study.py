@@ -1,0 +1,109 @@
+"""``tiltedsam study``: equal-budget staged tuning, run keys, selection and the t-curve."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tiltedsam.experiments.study import (
+    Study,
+    StudyConfig,
+    best_epoch,
+    best_of,
+    run_key,
+)
+from tiltedsam.experiments.train import TrainConfig
+
+
+def _config(**overrides) -> StudyConfig:
+    values = dict(
+        name="tiny",
+        dataset="mnist1d",
+        train=TrainConfig(model="mlp", epochs=2, batch_size=64, lr=0.05),
+        label_noise=0.2,
+        val_size=500,
+        search={
+            "erm": ["lr=0.01/0.1"],
+            "sam": ["lr=0.01", "rho=0.1"],
+            "tsam": ["lr=0.01", "tilt=1/5"],
+        },  # fmt: skip
+        select_seeds=(0,),
+        seeds=(1, 2),
+        tcurve=(0.0, 5.0),
+    )
+    values.update(overrides)
+    return StudyConfig(**values)
+
+
+def test_run_key_of_a_fixed_configuration_never_changes(tmp_path):
+    """Stored studies (hours of CPU) are found by this key: a change to the run configuration's
+    shape (a new TrainConfig field, another spelling of an option) must not move it.  If this
+    fails, keep the old key for the old configurations (e.g. leave default-valued new fields
+    out of the key) instead of updating the literal."""
+    study = Study(_config(), tmp_path)
+    config = study.run_config("tsam", {"lr": 0.03, "tilt": 5}, 1)
+    assert run_key(config) == "a982e53b6a89"
+    # one training, one key, however its options are spelled (tilt=1 is the default 1.0)
+    same = [study.run_config("tsam", o, 1) for o in ({}, {"tilt": 1}, {"tilt": 1.0, "lr": 0.05})]
+    assert len({run_key(c) for c in same}) == 1
+
+
+def test_budgets_are_counted_before_running_and_must_be_equal(tmp_path):
+    study = Study(_config(), tmp_path)
+    assert {m: study.budget(m) for m in ("erm", "sam", "tsam")} == {"erm": 2, "sam": 2, "tsam": 2}
+    unequal = _config(search={"erm": ["lr=0.01/0.1"], "tsam": ["lr=0.01", "tilt=0/5"]})
+    with pytest.raises(ValueError, match="budgets differ"):
+        Study(unequal, tmp_path).check()
+    twice = _config(search={"sam": ["lr=0.01", "lr=0.1"]})
+    with pytest.raises(ValueError, match="more than one stage"):
+        Study(twice, tmp_path).budget("sam")
+    with pytest.raises(ValueError, match="overlap"):
+        _config(select_seeds=(1,), seeds=(1, 2))
+
+
+def test_selection_is_on_validation_and_ties_keep_the_first():
+    def result(*vals):
+        return {"history": [{"epoch": i + 1, "val_accuracy": v} for i, v in enumerate(vals)]}
+
+    tried = [({"lr": 1}, [result(0.5, 0.7)]), ({"lr": 2}, [result(0.8, 0.6)]),
+             ({"lr": 3}, [result(0.5, 0.7)])]  # fmt: skip
+    from tiltedsam.experiments.study import best_val, final_val
+
+    assert best_of(tried, final_val) == ({"lr": 1}, 0.7)
+    assert best_of(tried, best_val) == ({"lr": 2}, 0.8)
+    assert best_epoch(result(0.3, 0.9, 0.9))["epoch"] == 2  # earliest of the tied best
+
+
+def test_study_end_to_end_is_resumable_and_pairs_seeds(tmp_path):
+    lines: list[str] = []
+    study = Study(_config(), tmp_path / "out", log=lines.append)
+    selection = study.execute()
+    trained = len(lines)
+    # tuning: 2 configurations each on seed 0; report seeds 1, 2: one winner each (final and
+    # early agree or not); the t-curve adds tilts 0 and 5 at TSAM's winner on both seeds.
+    assert all(selection[m]["budget"] == 2 for m in ("erm", "sam", "tsam"))
+    summary = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert summary["finished"] is True
+    tsam_runs = list((tmp_path / "out" / "runs" / "tsam").iterdir())
+    assert len(tsam_runs) >= 2 + 2 * 2
+    for seed in (1, 2):  # same data for every method of a seed: noise and split seeded by it
+        configs = [
+            json.loads(p.read_text())
+            for p in (tmp_path / "out").glob(f"runs/*/*-seed{seed}/config.json")
+        ]
+        assert {json.dumps(c["data"], sort_keys=True) for c in configs} == {
+            json.dumps(
+                {
+                    "label_noise": 0.2,
+                    "name": "mnist1d",
+                    "seed": seed,
+                    "train_subset": None,
+                    "val_size": 500,
+                },
+                sort_keys=True,
+            )  # fmt: skip
+        }
+    again: list[str] = []
+    assert Study(_config(), tmp_path / "out", log=again.append).execute() == selection
+    assert again == [] and trained > 0  # everything read back, nothing trained twice
