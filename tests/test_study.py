@@ -27,7 +27,7 @@ def _config(**overrides) -> StudyConfig:
             "erm": ["lr=0.01/0.1"],
             "sam": ["lr=0.01", "rho=0.1"],
             "tsam": ["lr=0.01", "tilt=1/5"],
-        },  # fmt: skip
+        },
         select_seeds=(0,),
         seeds=(1, 2),
         tcurve=(0.0, 5.0),
@@ -102,7 +102,7 @@ def test_study_end_to_end_is_resumable_and_pairs_seeds(tmp_path):
                     "val_size": 500,
                 },
                 sort_keys=True,
-            )  # fmt: skip
+            )
         }
     again: list[str] = []
     assert Study(_config(), tmp_path / "out", log=again.append).execute() == selection
