@@ -28,9 +28,12 @@ print(", ".join(f"{p} {version(p)}" for p in
       ("torch", "numpy", "scipy", "matplotlib", "transformers", "accelerate", "lightning")))
 PY
 )
-"$work/venv/bin/python" -m pytest -q -p no:cacheprovider > "$work/pytest.log" 2>&1
+log=${TMPDIR:-/tmp}/tiltedsam-test-$mode.log
+"$work/venv/bin/python" -m pytest -q -p no:cacheprovider > "$log" 2>&1
 status=$?
-tail -3 "$work/pytest.log"
+grep -E "^(FAILED|ERROR) " "$log" | head -20
+tail -1 "$log"
+echo "(full log: $log)"
 if [ $status -eq 0 ]; then verdict=PASSED; else verdict="FAILED (pytest exit $status)"; fi
 echo "test-$mode: $verdict with $versions"
 exit $status

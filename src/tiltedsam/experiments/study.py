@@ -64,6 +64,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tcurve: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0, 100.0)
     tcurve_seeds: tuple[int, ...] | None = None
+    flatness_seeds: tuple[int, ...] | None = None  # default: the first three report seeds
     equal_budget: bool = True
 
     def __post_init__(self) -> None:
@@ -98,7 +99,7 @@ class StudyConfig:
             )
         train = TrainConfig(**{k: v for k, v in values.items() if k in train_keys})
         kwargs = {k: v for k, v in values.items() if k in own}
-        for key in ("select_seeds", "seeds", "tcurve_seeds"):
+        for key in ("select_seeds", "seeds", "tcurve_seeds", "flatness_seeds"):
             if kwargs.get(key) is not None:
                 kwargs[key] = tuple(kwargs[key])
         if "tcurve" in kwargs:
@@ -288,8 +289,21 @@ class Study:
                     # spelled as a grid value would be (5 not 5.0), so one training has one key
                     tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
                     self.run("tsam", {**base, "tilt": tilt}, seed)
+        self.analyze(selection)
         write_json_atomic(self.out / STUDY_FILE, self.summary(selection, done=True))
         return selection
+
+    def analyze(self, selection: dict[str, Any]) -> None:
+        """Flatness of each method's final selection on the flatness seeds (cached per run)."""
+        from tiltedsam.experiments.study_analysis import analyze_run
+
+        seeds = self.config.flatness_seeds or self.config.seeds[:3]
+        for seed in seeds:
+            for method, chosen in selection.items():
+                directory = self.run_dir(method, chosen["final"], seed)
+                if (directory / "model.pt").exists():
+                    self.log(f"{self.config.name}: flatness of {method} seed {seed}")
+                    analyze_run(directory, self.config.train.model, self.data(seed))
 
     def summary(self, selection: dict[str, Any], done: bool = False) -> dict[str, Any]:
         return canonical({"config": {**asdict(self.config), "train": asdict(self.config.train)},

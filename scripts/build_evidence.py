@@ -1,0 +1,57 @@
+"""docs/results-evidence.md from its template and the stored studies (issue #20).
+
+``python scripts/build_evidence.py`` (part of ``make results``): every ``{{summary}}`` becomes
+the table across regimes and every ``{{study:STEM}}`` the section of ``runs/study/STEM`` (the
+study of ``configs/evidence/STEM.toml``), its figures written to ``docs/img/``.  A study not run
+yet renders as a line that says so; nothing in the page is typed by hand but the prose.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from tiltedsam.experiments.study_report import (  # noqa: E402
+    SUMMARY_HEADER,
+    read_study,
+    study_section,
+    summary_row,
+)
+
+TEMPLATE = ROOT / "scripts" / "results-evidence.md.template"
+PAGE = ROOT / "docs" / "results-evidence.md"
+IMG = ROOT / "docs" / "img"
+
+
+def main() -> None:
+    text = TEMPLATE.read_text()
+    stems = re.findall(r"\{\{study:([\w.-]+)\}\}", text)
+    views = {}
+    for stem in stems:
+        out = ROOT / "runs" / "study" / stem
+        if (out / "study.json").exists():
+            views[stem] = read_study(out)
+
+    def section(match: re.Match) -> str:
+        stem = match.group(1)
+        if stem not in views:
+            return (f"*Not run yet: `tiltedsam study configs/evidence/{stem}.toml` "
+                    f"(or `scripts/evidence.sh configs/evidence/{stem}.toml`).*\n")  # fmt: skip
+        return study_section(views[stem], IMG, f"evidence-{stem}")
+
+    def summary(_: re.Match) -> str:
+        rows = [summary_row(views[s], f"#{s}") for s in stems if s in views]
+        return "\n".join(SUMMARY_HEADER + rows) + "\n"
+
+    text = re.sub(r"\{\{study:([\w.-]+)\}\}", section, text)
+    text = re.sub(r"\{\{summary\}\}", summary, text)
+    PAGE.write_text(text)
+    print(f"wrote {PAGE.relative_to(ROOT)} ({len(views)} of {len(stems)} studies)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Flatness of a study's selected solutions: is the method that generalises also the flatter?
+
+For a finished run: the loss on a fixed training subset (the labels it trained on), the top
+Hessian eigenvalue λ1 (Lanczos), tr H (Hutchinson), the mean and variance of L(θ+ε) for
+ε ~ N(0, δ²I), and the cross-evaluation of paper Table 3 (the solution's loss under ERM, SAM and
+TSAM objectives, with the same random directions for every solution).  Cached per run as
+``analysis.json`` next to its ``model.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tiltedsam.analysis.cross_eval import cross_evaluate
+from tiltedsam.analysis.flatness import noise_flatness
+from tiltedsam.analysis.hessian import hutchinson_trace, top_eigenvalues
+from tiltedsam.data.mnist1d import ArrayDataset
+from tiltedsam.experiments.store import write_json_atomic
+from tiltedsam.models import create_model
+
+SETTINGS: dict[str, Any] = {
+    "subset": 1000,  # first examples of the run's training set
+    "deltas": [0.01, 0.02, 0.05],
+    "draws": 50,
+    "probes": 20,
+    "rho": 0.05,
+    "tsam_radius": 1.0,
+    "tilts": [1.0, 5.0, 20.0, 100.0],
+    "seed": 0,
+}
+
+
+def flatness_of(model: nn.Module, data: ArrayDataset, settings: dict[str, Any]) -> dict[str, Any]:
+    """The measurements of the module doc for ``model`` on ``data``'s training subset."""
+    x, y = data.x_train[: settings["subset"]], data.y_train[: settings["subset"]]
+    batches = [(x[i : i + 500], y[i : i + 500]) for i in range(0, len(x), 500)]
+    loss_fn = nn.functional.cross_entropy
+    seed = settings["seed"]
+    flat = noise_flatness(model, loss_fn, batches, settings["deltas"], draws=settings["draws"],
+                          tilts=(), seed=seed)  # fmt: skip
+    spectrum = top_eigenvalues(model, loss_fn, batches, k=1, seed=seed, tol=1e-3)
+    trace = hutchinson_trace(model, loss_fn, batches, num_probes=settings["probes"], seed=seed)
+    cross = cross_evaluate({"run": model}, loss_fn, batches, rho=settings["rho"],
+                           tsam_radius=settings["tsam_radius"], tilts=settings["tilts"],
+                           draws=settings["draws"], seed=seed)["run"]  # fmt: skip
+    return {
+        "loss": flat.clean_loss,
+        "lambda1": spectrum.eigenvalues[0],
+        "trace": trace.trace,
+        "noise": {f"{s.delta:g}": {"mean": s.mean, "var": s.variance} for s in flat.scales},
+        "cross": cross,
+        "settings": settings,
+    }
+
+
+def analyze_run(directory: Path, model_name: str, data: ArrayDataset) -> dict[str, Any]:
+    """``directory/analysis.json``, computed from ``directory/model.pt`` unless cached with the
+    current settings."""
+    cached = directory / "analysis.json"
+    if cached.exists():
+        stored = json.loads(cached.read_text())
+        if stored.get("settings") == json.loads(json.dumps(SETTINGS)):
+            return stored
+    model = create_model(model_name, data.x_train.shape[1:], data.num_classes)
+    model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+    result = flatness_of(model, data, dict(SETTINGS))
+    write_json_atomic(cached, result)
+    return result

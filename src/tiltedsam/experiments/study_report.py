@@ -1,0 +1,401 @@
+"""Tables and figures of a study (``tiltedsam study``), from its stored runs only.
+
+:func:`read_study` gathers what a study directory holds (the runs of each method's selected
+configurations on the report seeds, the t-curve, the tuning, the flatness); :func:`study_section`
+renders it as Markdown with two figures; :func:`summary_rows` gives one line per study for a
+table across regimes.  A study that is still running renders what has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tiltedsam.experiments.stats import mean_interval, paired_difference
+from tiltedsam.experiments.study import (
+    STUDY_FILE,
+    Study,
+    StudyConfig,
+    best_epoch,
+    best_val,
+    final_val,
+    spec_label,
+)
+from tiltedsam.experiments.train import TrainConfig
+
+NAMES = {"erm": "ERM", "sam": "SAM", "tsam": "TSAM"}
+
+
+@dataclass
+class StudyView:
+    """A study's stored results: ``final[m][seed]`` / ``early[m][seed]`` are the runs of method
+    m's two selections on the report seeds, ``tcurve[t][seed]`` TSAM's tilts, ``tuning[m]``
+    every tried (options, results on the selection seeds)."""
+
+    config: StudyConfig
+    selection: dict[str, Any]
+    finished: bool
+    final: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    early: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    tcurve: dict[float, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    tuning: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]] = field(
+        default_factory=dict
+    )
+    flatness: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+
+
+def config_from_summary(stored: dict[str, Any]) -> StudyConfig:
+    values = dict(stored)
+    train = TrainConfig(**values.pop("train"))
+    for key in ("select_seeds", "seeds", "tcurve", "tcurve_seeds", "flatness_seeds"):
+        if values.get(key) is not None:
+            values[key] = tuple(values[key])
+    return StudyConfig(train=train, **values)
+
+
+def read_study(out: str | Path) -> StudyView:
+    """Everything stored under ``out`` for the study whose ``study.json`` is there."""
+    out = Path(out)
+    stored = json.loads((out / STUDY_FILE).read_text())
+    config = config_from_summary(stored["config"])
+    study = Study(config, out, log=lambda line: None)
+    view = StudyView(config, stored["selection"], bool(stored.get("finished")))
+
+    def load(method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
+        result = study.stored(method, options, seed)
+        return None if result is None or result.get("diverged") else result
+
+    for method, chosen in view.selection.items():
+        view.final[method] = _by_seed(load, method, chosen["final"], config.seeds)
+        view.early[method] = _by_seed(load, method, chosen["early"], config.seeds)
+        view.tuning[method] = [
+            (options, [study.stored(method, options, s) for s in config.select_seeds])
+            for options in chosen["tried"]
+        ]
+        flat_seeds = config.flatness_seeds or config.seeds[:3]
+        view.flatness[method] = {}
+        for seed in flat_seeds:
+            path = study.run_dir(method, chosen["final"], seed) / "analysis.json"
+            if path.exists():
+                view.flatness[method][seed] = json.loads(path.read_text())
+    if "tsam" in view.selection:
+        base = view.selection["tsam"]["final"]
+        from tiltedsam.experiments.methods import parse_method
+
+        for t in config.tcurve:
+            tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
+            seeds = config.tcurve_seeds or config.seeds
+            view.tcurve[t] = _by_seed(load, "tsam", {**base, "tilt": tilt}, seeds)
+    return view
+
+
+def _by_seed(load, method, options, seeds) -> dict[int, dict[str, Any]]:
+    out = {}
+    for seed in seeds:
+        result = load(method, options, seed)
+        if result is not None:
+            out[seed] = result
+    return out
+
+
+# -- numbers of a run ---------------------------------------------------------------------------
+def final_test(result: dict[str, Any]) -> float:
+    return float(result["history"][-1]["test_accuracy"])
+
+
+def early_test(result: dict[str, Any]) -> float:
+    """Test accuracy at the epoch of best validation accuracy (early stopping)."""
+    return float(best_epoch(result)["test_accuracy"])
+
+
+def _ms(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{scale * values[0]:.{digits}f} (n = 1)"
+    mean, std = statistics.fmean(values), statistics.stdev(values)
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def _label(method: str, options: dict[str, Any]) -> str:
+    return spec_label(method, options).replace(f"{method}:", "").replace(",", ", ") or "defaults"
+
+
+# -- rendering ----------------------------------------------------------------------------------
+def study_section(view: StudyView, img_dir: Path, stem: str, img_link: str = "img") -> str:
+    """The Markdown of one study, with ``<stem>-curves.png`` and ``<stem>-tcurve.png`` written
+    to ``img_dir`` (linked as ``img_link/...``)."""
+    c = view.config
+    t = c.train
+    methods = list(view.selection)
+    seeds_text = ", ".join(map(str, c.seeds))
+    lines = [
+        f"Data: {c.dataset}, {c.train_subset or 'all'} examples drawn per seed, of which "
+        f"{c.val_size} are the validation split (labels as observed), {c.label_noise:.0%} "
+        f"symmetric label noise on the training and validation labels; the full test set.  "
+        f"Model `{t.model}`, {t.epochs} epochs, batch {t.batch_size}, SGD momentum {t.momentum:g}, "
+        f"{t.lr_schedule} lr.  Tuning budget: "
+        + ", ".join(f"{NAMES.get(m, m)} {view.selection[m]['budget']}" for m in methods)
+        + f" configurations on seed(s) {', '.join(map(str, c.select_seeds))}; every number "
+        f"below is on the report seeds {seeds_text} (mean ± std).",
+        "",
+    ]
+    if not view.finished:
+        lines += ["*This study is still running: the tables show the runs finished so far.*", ""]
+    lines += [
+        "| method | selected (final model) | final test acc (%) | train acc (%), given / clean labels "
+        "| selected (early stopping) | best-val-epoch test acc (%) | stopping epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        finals, earlies = list(view.final[m].values()), list(view.early[m].values())
+        train = _ms([r["train_accuracy"] for r in finals], digits=1)
+        clean = [
+            r["train_accuracy_clean"] for r in finals if r.get("train_accuracy_clean") is not None
+        ]
+        train += f" / {_ms(clean, digits=1)}" if clean else ""
+        epochs = [best_epoch(r)["epoch"] for r in earlies]
+        stop = f"{statistics.fmean(epochs):.0f}" if epochs else "–"
+        lines.append(
+            f"| {NAMES.get(m, m)} | {_label(m, view.selection[m]['final'])} | "
+            f"{_ms([final_test(r) for r in finals])} | {train} | "
+            f"{_label(m, view.selection[m]['early'])} | {_ms([early_test(r) for r in earlies])} | "
+            f"{stop} |"
+        )
+    lines += ["", *paired_table(view), ""]
+    curves = img_dir / f"{stem}-curves.png"
+    if plot_curves(view, curves):
+        lines += [f"![Training loss and test accuracy per epoch]({img_link}/{curves.name})", ""]
+    if view.tcurve:
+        lines += tcurve_table(view)
+        path = img_dir / f"{stem}-tcurve.png"
+        if plot_tcurve(view, path):
+            lines += ["", f"![Test accuracy against t]({img_link}/{path.name})"]
+        lines.append("")
+    if any(view.flatness.values()):
+        lines += [*flatness_table(view), ""]
+    lines += tuning_table(view)
+    return "\n".join(lines) + "\n"
+
+
+COMPARISONS = (("tsam", "erm"), ("tsam", "sam"), ("sam", "erm"))
+
+
+def paired_table(view: StudyView) -> list[str]:
+    """Paired differences over the report seeds, per delivery, and TSAM's final model against
+    early-stopped ERM (the practitioner's baseline)."""
+    rows = ["| comparison (paired over seeds) | difference in test acc, 95% CI |", "|---|---|"]
+
+    def add(text: str, a: dict[int, Any], b: dict[int, Any], fa, fb) -> None:
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            return
+        diff = paired_difference([fa(a[s]) for s in seeds], [fb(b[s]) for s in seeds])
+        rows.append(f"| {text} (n = {diff.n}) | {diff.describe()} |")
+
+    for delivery, runs, metric in (("final", view.final, final_test),
+                                   ("early-stopped", view.early, early_test)):  # fmt: skip
+        for a, b in COMPARISONS:
+            if a in runs and b in runs:
+                add(f"{NAMES[a]} − {NAMES[b]}, {delivery}", runs[a], runs[b], metric, metric)
+    if "tsam" in view.final and "erm" in view.early:
+        add("TSAM final − ERM early-stopped", view.final["tsam"], view.early["erm"],
+            final_test, early_test)  # fmt: skip
+    return rows if len(rows) > 2 else []
+
+
+def tcurve_table(view: StudyView) -> list[str]:
+    base = _label("tsam", {k: v for k, v in view.selection["tsam"]["final"].items() if k != "tilt"})
+    rows = [
+        f"TSAM at its selected configuration ({base}) for every tilt t; mean ± 95% CI half-width.",
+        "",
+        "| t | seeds | final test acc (%) | best-val-epoch test acc (%) | final val acc (%) |",
+        "|---|---|---|---|---|",
+    ]
+    for t, runs in sorted(view.tcurve.items()):
+        results = list(runs.values())
+        if not results:
+            continue
+        cells = []
+        for metric in (final_test, early_test, final_val):
+            mean, half = mean_interval([metric(r) for r in results])
+            cells.append(f"{100 * mean:.2f} ± {100 * half:.2f}")
+        rows.append(f"| {t:g} | {len(results)} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def flatness_table(view: StudyView) -> list[str]:
+    any_run = next(r for runs in view.flatness.values() for r in runs.values())
+    s = any_run["settings"]
+    delta = f"{max(s['deltas']):g}"
+    tilt = f"TSAM t={max(s['tilts']):g}"
+    rows = [
+        f"Flatness of the final selections (seeds {', '.join(map(str, next(iter(view.flatness.values()))))}; "
+        f"first {s['subset']} training examples, labels as trained on): λ1 by Lanczos, tr H by "
+        f"Hutchinson ({s['probes']} probes), E L(θ+ε) for ε ~ N(0, {delta}² I) ({s['draws']} draws), "
+        f"and the cross-evaluation losses of paper Table 3 (SAM: ρ = {s['rho']:g}; TSAM: uniform "
+        f"ball of radius {s['tsam_radius']:g}).",
+        "",
+        f"| method | L(θ) | λ1 | tr H | E L(θ+ε), δ = {delta} | SAM loss | {tilt} loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, runs in view.flatness.items():
+        rs = list(runs.values())
+        if not rs:
+            continue
+
+        def col(get, digits: int = 3, rs=rs) -> str:
+            values = [get(r) for r in rs]
+            if len(values) == 1:
+                return f"{values[0]:.{digits}g}"
+            return f"{statistics.fmean(values):.{digits}g} ± {statistics.stdev(values):.2g}"
+
+        rows.append(
+            f"| {NAMES.get(m, m)} | {col(lambda r: r['loss'])} | {col(lambda r: r['lambda1'])} | "
+            f"{col(lambda r: r['trace'])} | {col(lambda r: r['noise'][delta]['mean'])} | "
+            f"{col(lambda r: r['cross']['SAM'])} | {col(lambda r: r['cross'][tilt])} |"
+        )
+    return rows
+
+
+def tuning_table(view: StudyView) -> list[str]:
+    rows = [
+        "<details><summary>Every configuration tried (validation accuracy on the selection "
+        "seeds)</summary>",
+        "",
+        "| method | configuration | final val acc (%) | best val acc (%) | selected |",
+        "|---|---|---|---|---|",
+    ]
+    for m, tried in view.tuning.items():
+        for options, results in tried:
+            done = [r for r in results if r is not None]
+            if not done:
+                continue
+            marks = [name for name in ("final", "early") if view.selection[m][name] == options]
+            diverged = any(r.get("diverged") for r in done)
+            fv = (
+                "diverged"
+                if diverged
+                else f"{100 * statistics.fmean(final_val(r) for r in done):.2f}"
+            )
+            bv = "–" if diverged else f"{100 * statistics.fmean(best_val(r) for r in done):.2f}"
+            rows.append(f"| {NAMES.get(m, m)} | {_label(m, options)} | {fv} | {bv} | "
+                        f"{', '.join(marks)} |")  # fmt: skip
+    rows += ["", "</details>"]
+    return rows
+
+
+# -- figures ------------------------------------------------------------------------------------
+COLORS = {"erm": "tab:gray", "sam": "tab:blue", "tsam": "tab:red"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(view: StudyView, path: Path) -> bool:
+    """Training loss (labels as trained on) and test accuracy per epoch of the final selections,
+    mean over seeds with a band of ± one std."""
+    import numpy as np
+
+    if not any(view.final.values()):
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for m, runs in view.final.items():
+        if not runs:
+            continue
+        for ax, key, scale in ((axes[0], "step_loss", 1.0), (axes[1], "test_accuracy", 100.0)):
+            values = np.array([[scale * h[key] for h in r["history"]] for r in runs.values()])
+            epochs = np.arange(1, values.shape[1] + 1)
+            mean, std = values.mean(0), values.std(0)
+            ax.plot(epochs, mean, color=COLORS.get(m), label=f"{NAMES.get(m, m)} (n = {len(runs)})")
+            ax.fill_between(epochs, mean - std, mean + std, color=COLORS.get(m), alpha=0.2, lw=0)
+    from matplotlib.ticker import LogFormatter
+
+    axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+    axes[0].set_ylabel("training loss (labels trained on)")
+    axes[1].set_ylabel("test accuracy (%)")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(loc="lower right", fontsize=9)
+    fig.suptitle(f"{view.config.name}: final selections, mean ± std over seeds", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_tcurve(view: StudyView, path: Path) -> bool:
+    """Final and best-val-epoch test accuracy against t (95% CIs), ERM and SAM as bands."""
+    points = [(t, list(r.values())) for t, r in sorted(view.tcurve.items()) if r]
+    if len(points) < 2:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=False)
+    xs = [t for t, _ in points]
+    for ax, metric, runs_of, title in ((axes[0], final_test, view.final, "final model"),
+                                      (axes[1], early_test, view.early, "early stopped")):  # fmt: skip
+        stats = [mean_interval([metric(r) for r in rs]) for _, rs in points]
+        ax.errorbar(xs, [100 * m for m, _ in stats], yerr=[100 * h for _, h in stats], fmt="o-",
+                    color=COLORS["tsam"], capsize=3, label="TSAM")  # fmt: skip
+        for m in ("erm", "sam"):
+            rs = list(runs_of.get(m, {}).values())
+            if rs:
+                mean, half = mean_interval([metric(r) for r in rs])
+                ax.axhline(100 * mean, color=COLORS[m], lw=1.2, label=f"{NAMES[m]} (selected)")
+                ax.axhspan(100 * (mean - half), 100 * (mean + half), color=COLORS[m], alpha=0.15)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{t:g}" for t in xs])
+        ax.set_xlabel("tilt t")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{title}: mean and 95% CI over seeds", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=9, loc="best")
+    fig.suptitle(view.config.name, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+# -- across studies -----------------------------------------------------------------------------
+def summary_row(view: StudyView, link: str) -> str:
+    """``| regime | ERM final | ERM early | SAM ... | TSAM − ERM early vs early |``."""
+    cells = [f"[{view.config.name}]({link})"]
+    for m in ("erm", "sam", "tsam"):
+        for runs, metric in ((view.final, final_test), (view.early, early_test)):
+            values = [metric(r) for r in runs.get(m, {}).values()]
+            cells.append(_ms(values) if values else "–")
+    for a, b, runs, metric in (("tsam", "erm", view.early, early_test),
+                               ("tsam", "sam", view.final, final_test)):  # fmt: skip
+        ra, rb = runs.get(a, {}), runs.get(b, {})
+        seeds = sorted(set(ra) & set(rb))
+        if len(seeds) >= 2:
+            d = paired_difference([metric(ra[s]) for s in seeds], [metric(rb[s]) for s in seeds])
+            mark = "" if d.significant else " (n.s.)"
+            cells.append(f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]{mark}")
+        else:
+            cells.append("–")
+    return "| " + " | ".join(cells) + " |"
+
+
+SUMMARY_HEADER = [
+    "| regime | ERM final | ERM early-stopped | SAM final | SAM early-stopped | TSAM final | "
+    "TSAM early-stopped | TSAM − ERM, early-stopped (95% CI) | TSAM − SAM, final (95% CI) |",
+    "|---|---|---|---|---|---|---|---|---|",
+]

@@ -1,0 +1,49 @@
+"""Paired differences: the interval inverts the test, covers at its level, and degenerates
+cleanly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from tiltedsam.experiments.stats import mean_interval, paired_difference
+
+
+def test_interval_ends_are_where_the_one_sample_test_has_p_equal_005():
+    a = [0.91, 0.93, 0.90, 0.95, 0.92]
+    b = [0.90, 0.90, 0.91, 0.92, 0.90]
+    diff = paired_difference(a, b)
+    d = np.subtract(a, b)
+    assert diff.mean == pytest.approx(d.mean())
+    for end in (diff.low, diff.high):  # shifting the differences to an end gives p = 0.05
+        assert scipy_stats.ttest_1samp(d - end, 0.0).pvalue == pytest.approx(0.05, rel=1e-6)
+    assert diff.p_value == pytest.approx(scipy_stats.ttest_1samp(d, 0.0).pvalue)
+    assert diff.significant == (diff.p_value < 0.05)
+
+
+def test_interval_covers_the_true_difference_at_its_level():
+    rng = np.random.default_rng(0)
+    hits = 0
+    trials = 4000
+    for _ in range(trials):
+        shared = rng.normal(size=5)  # what a seed does to both methods
+        a = shared + 0.3 + rng.normal(scale=0.5, size=5)
+        b = shared + rng.normal(scale=0.5, size=5)
+        diff = paired_difference(list(a), list(b))
+        hits += diff.low <= 0.3 <= diff.high
+    assert abs(hits / trials - 0.95) < 0.012
+
+
+def test_degenerate_inputs():
+    one = paired_difference([1.0], [0.5])
+    assert one.n == 1 and math.isinf(one.low) and "n = 1" in one.describe()
+    same = paired_difference([1.0, 2.0], [0.5, 1.5])
+    assert (same.low, same.high, same.p_value) == (0.5, 0.5, 0.0)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_difference([1.0], [1.0, 2.0])
+    assert mean_interval([3.0]) == (3.0, 0.0)
+    mean, half = mean_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(scipy_stats.t.ppf(0.975, 2) * 1 / math.sqrt(3))
