@@ -147,3 +147,37 @@ def test_the_cli_reports_a_damaged_run_without_a_traceback(tmp_path, mnist_file,
     with warnings.catch_warnings():
         warnings.simplefilter("error", CheckpointWarning)
         assert main(args) == 0
+
+
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a crafted checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("with_header", [True, False])
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path, with_header):
+    """Nothing read from a results directory is unpickled beyond tensors and plain values, even
+    when its checksum is valid (the file was written by the attacker, header included)."""
+    import io
+
+    import torch
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoint.pt"
+    payload = {"epoch": 1, "model": _RunsCode(marker)}
+    if with_header:
+        save_checkpoint(payload, path)
+    else:
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        path.write_bytes(buffer.getvalue())
+    with pytest.raises(CheckpointError, match="refused: loading other objects could run code"):
+        read_checkpoint(path)
+    assert not marker.exists()

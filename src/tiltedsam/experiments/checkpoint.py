@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -115,9 +116,19 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     else:
         source = io.BytesIO(raw)  # written before checksums: torch.load is the only check
     try:
-        payload = torch.load(source, weights_only=False)
-    except Exception as err:  # any unpickling error means the same thing: unusable
-        raise CheckpointError(f"{path}: cannot be loaded ({type(err).__name__}: {err})") from None
+        # weights_only: tensors and plain Python types only, never arbitrary objects, so a
+        # crafted file cannot run code when a results directory is read (issue #17).
+        payload = torch.load(source, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: not a checkpoint of tensors and plain Python values (refused: loading "
+            "other objects could run code)"
+        ) from None
+    except Exception as err:  # any other unpickling error means the same thing: unusable
+        reason = " ".join(str(err).split())[:160]
+        raise CheckpointError(
+            f"{path}: cannot be loaded ({type(err).__name__}: {reason})"
+        ) from None
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: expected a dict, found {type(payload).__name__}")
     return payload
