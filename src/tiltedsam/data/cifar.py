@@ -4,7 +4,10 @@ layout inside a ``.tar.gz`` (e.g. the shipped ``cifar10-jpeg.tar.gz``), read wit
 Class indices follow the sorted class-folder names (ImageFolder's order; for CIFAR-10 this is the
 standard order airplane, automobile, ..., truck).  Images within a class are read in sorted file
 order, so the data set is the same on every machine.  Decoded arrays are cached as ``.npz`` in
-``cache_dir`` (default ``~/.cache/tiltedsam``), keyed by the source's path, size and mtime.
+``cache_dir`` (default ``~/.cache/tiltedsam``), keyed by the source's content (an archive's
+SHA-256; a folder's file names, sizes and times).  A damaged source fails with one error naming
+it (the gzip CRC is read to the end of the stream; every image must decode); a damaged cache
+file is rebuilt from the source with a warning.
 
 Training-time augmentation (:func:`random_crop_flip`) is the standard random crop with padding 4
 (padding with black pixels) and horizontal flip, done on batches of tensors in torch.
@@ -18,12 +21,15 @@ import hashlib
 import io
 import os
 import tarfile
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from tiltedsam.data.integrity import read_npz, sha256_of, verify_gzip_stream
 from tiltedsam.data.mnist1d import ArrayDataset
 
 CIFAR_MEAN = {10: (0.4914, 0.4822, 0.4465), 100: (0.5071, 0.4865, 0.4409)}
@@ -46,26 +52,41 @@ def _entries(path: Path):
                 rel = file.relative_to(path).parts
                 yield rel[-3], rel[-2], rel[-1], file.read_bytes()
         return
+    if path.name.endswith((".gz", ".tgz")):
+        verify_gzip_stream(path)  # tarfile stops before the CRC: a flipped bit would pass
     # Read the archive in stream order (a compressed tar cannot seek cheaply), then sort.
     found = []
-    with tarfile.open(path, "r|*") as archive:
-        for member in archive:
-            if not (member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES)):
-                continue
-            parts = Path(member.name).parts
-            if len(parts) < 3:
-                raise ValueError(f"{path}: {member.name} is not in <split>/<class>/<file> layout")
-            found.append((parts[-3], parts[-2], parts[-1], archive.extractfile(member).read()))
+    try:
+        with tarfile.open(path, "r|*") as archive:
+            for member in archive:
+                if not (member.isfile() and member.name.lower().endswith(IMAGE_SUFFIXES)):
+                    continue
+                parts = Path(member.name).parts
+                if len(parts) < 3:
+                    raise ValueError(
+                        f"{path}: {member.name} is not in <split>/<class>/<file> layout"
+                    )
+                data = archive.extractfile(member).read()
+                found.append((parts[-3], parts[-2], parts[-1], data))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise ValueError(
+            f"{path}: damaged or not a tar archive ({type(err).__name__}: {err})"
+        ) from None
     yield from sorted(found, key=lambda entry: entry[:3])
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     images: dict[str, list[np.ndarray]] = {"train": [], "test": []}
     labels: dict[str, list[str]] = {"train": [], "test": []}
-    for split, cls, _name, data in _entries(path):
+    for split, cls, name, data in _entries(path):
         if split not in images:
             continue
-        images[split].append(_decode(data))
+        try:
+            images[split].append(_decode(data))
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for a damaged image
+            raise ValueError(
+                f"{path}: {split}/{cls}/{name} is not a readable image ({err})"
+            ) from None
         labels[split].append(cls)
     if not images["train"] or not images["test"]:
         raise ValueError(f"{path}: expected images under train/<class>/ and test/<class>/")
@@ -85,9 +106,39 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
 
 
 def _cache_file(path: Path, cache_dir: Path) -> Path:
-    stat = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    """The cache of ``path``, named by its content: an archive's SHA-256, or a folder's image
+    file names, sizes and modification times."""
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for file in sorted(path.rglob("*")):
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                stat = file.stat()
+                digest.update(
+                    f"{file.relative_to(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode()
+                )
+        key = digest.hexdigest()
+    else:
+        key = sha256_of(path)
     return cache_dir / f"{path.name.split('.')[0]}-{key[:16]}.npz"
+
+
+CACHE_ARRAYS = ("classes", "x_train", "y_train", "x_test", "y_test")
+
+
+def _read_cache(cache: Path) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or None (with a warning, the file removed) if the cache is damaged."""
+    try:
+        arrays = read_npz(cache, CACHE_ARRAYS, "a CIFAR cache")
+        for split in ("train", "test"):
+            if arrays[f"x_{split}"].ndim != 4 or len(arrays[f"x_{split}"]) != len(
+                arrays[f"y_{split}"]
+            ):
+                raise ValueError(f"{cache}: x_{split}/y_{split} have inconsistent shapes")
+    except ValueError as err:
+        warnings.warn(f"{err}; rebuilding the cache from the source", stacklevel=3)
+        cache.unlink(missing_ok=True)
+        return None
+    return arrays
 
 
 def apply_label_noise(labels: Tensor, fraction: float, num_classes: int, seed: int) -> Tensor:
@@ -124,10 +175,8 @@ def load_cifar(
         cache_dir or os.environ.get("TILTEDSAM_CACHE", Path.home() / ".cache/tiltedsam")
     )
     cache = _cache_file(path, cache_dir)
-    if cache.exists():
-        with np.load(cache) as stored:
-            arrays = {k: stored[k] for k in stored.files}
-    else:
+    arrays = _read_cache(cache) if cache.exists() else None
+    if arrays is None:
         arrays = _read_arrays(path)
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")

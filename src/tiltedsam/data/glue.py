@@ -11,6 +11,7 @@ Pearson and Spearman correlation (STS-B).
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,12 @@ def load_glue_split(root: str | Path, task: str, split: str) -> TextPairs:
     path = Path(root) / task / f"{split}.tsv"
     if not path.exists():
         raise FileNotFoundError(f"GLUE file not found: {path}")
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    verify_md5sums(Path(root), f"{task}/{split}.tsv")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a UTF-8 tab-separated GLUE file ({err})") from None
     if not rows:
         raise ValueError(f"{path} is empty")
     if spec.header:
@@ -94,6 +99,23 @@ def load_glue_split(root: str | Path, task: str, split: str) -> TextPairs:
         if labels is not None:
             labels.append(_label(spec, row[il], path, line))
     return TextPairs(task, text_a, text_b, labels)
+
+
+def verify_md5sums(root: Path, relative: str) -> None:
+    """If ``root/MD5SUMS`` lists ``relative`` (``md5sum``'s format), the file must match it."""
+    sums = root / "MD5SUMS"
+    if not sums.exists():
+        return
+    for line in sums.read_text().splitlines():
+        expected, _, name = line.strip().partition("  ")
+        if name == relative:
+            actual = hashlib.md5((root / relative).read_bytes(), usedforsecurity=False).hexdigest()
+            if actual != expected:
+                raise ValueError(
+                    f"{root / relative}: MD5 {actual} differs from {expected} in {sums}: the file "
+                    "is truncated or corrupted"
+                )
+            return
 
 
 def _label(spec: TaskSpec, raw: str, path: Path, line: int) -> float | int:

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tiltedsam.data.integrity import read_npz
 from tiltedsam.data.mnist1d import ArrayDataset
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -20,20 +20,12 @@ def load_mnist(path: str | Path) -> ArrayDataset:
         raise FileNotFoundError(
             f"MNIST file not found: {path} (an .npz with x_train, y_train, ...)"
         )
-    try:
-        arrays = np.load(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path}: not a readable .npz file ({err})") from None
-    if not isinstance(arrays, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz archive of arrays, found a single array")
-    with arrays:
-        missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}")
-        try:
-            raw = {k: arrays[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            raise ValueError(f"{path}: damaged array data ({err})") from None
+    raw = read_npz(path, ("x_train", "y_train", "x_test", "y_test"), "an MNIST .npz")
+    for split in ("train", "test"):
+        if raw[f"x_{split}"].ndim != 3:
+            raise ValueError(
+                f"{path}: x_{split} has shape {raw[f'x_{split}'].shape}, expected (N, 28, 28) images"
+            )
 
     def images(a: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.asarray(a, dtype=np.float32) / 255.0)

@@ -34,12 +34,22 @@ class ArrayDataset:
     pad_value: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        from tiltedsam.data.integrity import check_finite, check_labels
+
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if len(x) == 0:
                 raise ValueError(f"{self.name}: the {split} split is empty")
             if len(x) != len(y):
                 raise ValueError(f"{self.name}: x_{split} has {len(x)} rows but y_{split} {len(y)}")
+        for split in ("train", "test", "val", "train_clean"):
+            labels = getattr(self, f"y_{split}")
+            if labels is not None:
+                check_labels(f"{self.name}: y_{split}", labels, self.num_classes)
+        for split in ("train", "test", "val"):
+            x = getattr(self, f"x_{split}")
+            if x is not None:
+                check_finite(f"{self.name}: x_{split}", x)
 
 
 def load_mnist1d(
@@ -48,8 +58,9 @@ def load_mnist1d(
     """MNIST-1D as tensors.  With ``path``, a cached ``.npz`` there is read, or written once made."""
     path = Path(path) if path is not None else None
     if path is not None and path.exists():
-        with np.load(path) as arrays:
-            raw = {k: arrays[k] for k in ("x", "y", "x_test", "y_test")}
+        from tiltedsam.data.integrity import read_npz
+
+        raw = read_npz(path, ("x", "y", "x_test", "y_test"), "an MNIST-1D cache")
     else:
         from mnist1d.data import get_dataset_args, make_dataset
 
@@ -73,14 +84,23 @@ def load_mnist1d(
     def labels(a: np.ndarray) -> Tensor:
         return torch.from_numpy(np.asarray(a, dtype=np.int64))
 
-    return ArrayDataset(
-        x_train=features(raw["x"]),
-        y_train=labels(raw["y"]),
-        x_test=features(raw["x_test"]),
-        y_test=labels(raw["y_test"]),
-        num_classes=10,
-        name="mnist1d",
-    )
+    if path is not None and (raw["x"].ndim != 2 or raw["x_test"].ndim != 2):
+        raise ValueError(
+            f"{path}: not an MNIST-1D cache: x has shape {raw['x'].shape}, expected (N, length)"
+        )
+    try:
+        return ArrayDataset(
+            x_train=features(raw["x"]),
+            y_train=labels(raw["y"]),
+            x_test=features(raw["x_test"]),
+            y_test=labels(raw["y_test"]),
+            num_classes=10,
+            name="mnist1d",
+        )
+    except ValueError as err:  # bad labels or values in a cache file: name the file
+        if path is None:
+            raise
+        raise ValueError(f"{path}: {err}") from None
 
 
 def split_validation(data: ArrayDataset, size: int | float, seed: int = 0) -> ArrayDataset:
