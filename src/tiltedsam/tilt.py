@@ -13,7 +13,13 @@ For losses :math:`L_1..L_n` of perturbed parameters and a tilt :math:`t \ge 0`:
 
 Limits: ``t = 0`` gives equal weights exactly and the plain mean; ``t = inf`` gives the argmax
 (ties share the weight equally) and the max.  Every exponential is taken of ``t * (L - max L)``,
-which is ``<= 0``, so ``t * L = 1e5`` (or ``t = 1e30``) never overflows.
+which is ``<= 0``, so ``t * L = 1e5`` (or ``t = 1e30``) never overflows.  A finite t above the
+losses' dtype's largest value (``t = 1e39`` with float32 losses) is that limit too: ``t * 0``
+would be NaN.  For small t the objective is computed around the mean in float64,
+:math:`\bar L + \frac1t \operatorname{log1p}(\frac1n\sum_j \operatorname{expm1}(t(L_j-\bar L)))`,
+so ``t = 1e-8`` gives :math:`\bar L + \frac t2 \operatorname{var} L` and not the max (the
+max-shifted form rounds :math:`\log(S/n)` to 0 there); the form is chosen on the device, with
+no host synchronisation.
 
 The Monte-Carlo log-mean-exp is biased low for finite ``n`` (Jensen); callers report ``n``.
 """
@@ -49,6 +55,11 @@ def _as_losses(losses: Tensor | list[float]) -> Tensor:
     return values
 
 
+def is_max_limit(t: float, dtype: torch.dtype) -> bool:
+    """Whether tilt ``t`` acts as t = inf on losses of ``dtype`` (inf, or too large for it)."""
+    return math.isinf(t) or t > torch.finfo(dtype).max
+
+
 def tilted_weights(losses: Tensor | list[float], t: float) -> Tensor:
     r"""Weights :math:`\mathrm{softmax}(tL)` along the last dim, computed as ``softmax(t(L - max L))``."""
     t = check_tilt(t)
@@ -56,24 +67,54 @@ def tilted_weights(losses: Tensor | list[float], t: float) -> Tensor:
     if t == 0.0:
         return torch.full_like(losses, 1.0 / losses.shape[-1])
     top = losses.amax(dim=-1, keepdim=True)
-    if math.isinf(t):
+    if is_max_limit(t, losses.dtype):
         is_top = (losses == top).to(losses.dtype)
         return is_top / is_top.sum(dim=-1, keepdim=True)
     return torch.softmax(t * (losses - top), dim=-1)
 
 
-def tilted_objective(losses: Tensor | list[float], t: float) -> Tensor:
-    r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j}` along the last dim; mean at t=0, max at t=inf."""
+def tilted_objective(losses: Tensor | list[float], t: float, mask: Tensor | None = None) -> Tensor:
+    r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j}` along the last dim; mean at t=0, max at t=inf.
+
+    With a boolean ``mask`` (same shape), only the losses where it is True count (others may be
+    NaN or inf); NaN where none counts."""
     t = check_tilt(t)
     losses = _as_losses(losses)
+    if mask is not None:
+        return _masked_log_mean_exp(losses, mask.to(torch.bool), t)
     if t == 0.0:
         return losses.mean(dim=-1)
     top = losses.amax(dim=-1)
-    if math.isinf(t):
+    if is_max_limit(t, losses.dtype):
         return top
-    n = losses.shape[-1]
-    shifted = torch.logsumexp(t * (losses - top.unsqueeze(-1)), dim=-1) - math.log(n)
-    return top + shifted / t
+    return _log_mean_exp(losses, t).to(losses.dtype)
+
+
+def _log_mean_exp(losses: Tensor, t: float) -> Tensor:
+    r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j}` in float64 for finite t > 0: around the mean
+    (expm1/log1p) where :math:`t(\max L - \bar L) \le 1`, else around the max (logsumexp)."""
+    return _masked_log_mean_exp(losses, torch.ones_like(losses, dtype=torch.bool), t)
+
+
+def _masked_log_mean_exp(losses: Tensor, mask: Tensor, t: float) -> Tensor:
+    """:func:`_log_mean_exp` over the entries in ``mask``; t = 0 and t = inf included."""
+    x = losses.to(torch.float64)
+    count = mask.sum(dim=-1)
+    kept = torch.where(mask, x, 0.0)
+    mean = kept.sum(dim=-1) / count  # NaN where nothing is kept
+    if t == 0.0:
+        return mean.to(losses.dtype)
+    top = torch.where(mask, x, -math.inf).amax(dim=-1)
+    nothing = torch.full_like(mean, math.nan)
+    if is_max_limit(t, losses.dtype):
+        return torch.where(count > 0, top, nothing).to(losses.dtype)
+    # Around the mean: every kept t(L - mean) <= t(max - mean) <= 1 where this form is used.
+    centred = torch.where(mask, t * (x - mean.unsqueeze(-1)), 0.0).clamp(max=1.0)
+    near = mean + torch.log1p(torch.where(mask, torch.expm1(centred), 0.0).sum(-1) / count) / t
+    shifted = torch.where(mask, t * (x - top.unsqueeze(-1)), -math.inf)
+    far = top + (torch.logsumexp(shifted, dim=-1) - torch.log(count.to(x.dtype))) / t
+    out = torch.where(t * (top - mean) <= 1.0, near, far)
+    return torch.where(count > 0, out, nothing).to(losses.dtype)
 
 
 def tilted_mean(losses: Tensor | list[float], t: float) -> Tensor:
@@ -134,10 +175,13 @@ class TiltedAccumulator:
         self._norm: Tensor | None = None
         self._sum: list[Tensor] | None = None
         self.losses: list[Tensor] = []
+        self._masked = False
+        self._valid: list[Tensor] = []
 
     def _factor(self, diff: Tensor) -> Tensor:
-        """``exp(t * diff)`` for ``diff <= 0``; exact 1 at t=0, indicator at t=inf."""
-        if math.isinf(self.t):
+        """``exp(t * diff)`` for ``diff <= 0``; exact 1 at t=0, indicator at t=inf (and for a
+        t beyond ``diff``'s dtype, where ``t * 0`` would be NaN)."""
+        if is_max_limit(self.t, diff.dtype):
             return (diff == 0).to(diff.dtype)
         return torch.exp(self.t * diff)
 
@@ -185,6 +229,8 @@ class TiltedAccumulator:
         self.losses.append(loss)
         self.num_samples += 1
         valid = valid.to(device=loss.device, dtype=torch.bool)
+        self._masked = True
+        self._valid.append(valid)
         masked = torch.where(valid, loss, torch.full_like(loss, -math.inf))
         for g in grads:
             g.masked_fill_(~valid.to(g.device), 0.0)
@@ -218,8 +264,16 @@ class TiltedAccumulator:
         (at t = 0 the mean of ``losses``, the stacked losses if the caller has them)."""
         if not self.losses:
             raise RuntimeError("TiltedAccumulator.log_mean_exp() called before any add()")
+        stacked = self.stacked_losses() if losses is None else losses
+        if self._masked:  # over the samples that counted only
+            valid = torch.stack(self._valid).to(stacked.device)
+            return tilted_objective(stacked, self.t, mask=valid)
         if self.t == 0.0:
-            return (self.stacked_losses() if losses is None else losses).mean()
-        if math.isinf(self.t):
+            return stacked.mean()
+        if is_max_limit(self.t, self._max.dtype):
             return self._max
-        return self._max + (torch.log(self._norm) - math.log(self.num_samples)) / self.t
+        running = self._max + (torch.log(self._norm) - math.log(self.num_samples)) / self.t
+        if self.t >= 1e-3:  # log(S/n) is not rounded away: the running state is exact enough
+            return running
+        # Small t: log(S/n) rounds to 0 (the max would come out); recompute from the losses.
+        return _log_mean_exp(stacked, self.t).to(running.dtype)

@@ -126,3 +126,26 @@ def test_half_precision_overflow_is_caught_by_skip_sample(dtype):
     opt.step(closure)
     assert opt.skipped_samples == 1 and opt.last_step.took_step
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "skip_sample"])
+def test_tilt_above_float32_max_is_the_max_limit(nonfinite):
+    """t = 1e39 overflows float32: t * 0 was NaN, so skip_sample stepped on the first sample's
+    gradient with every weight 0 (nothing counted) and "raise" blamed finite losses."""
+    huge, opt, objective = _run(1e39, nonfinite=nonfinite)
+    limit, _, _ = _run(math.inf, nonfinite=nonfinite)
+    assert opt.last_step.took_step and torch.isfinite(objective)
+    assert opt.skipped_samples == 0 and opt.last_step.weights.max() == 1.0
+    for a, b in zip(huge.parameters(), limit.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_tilt_1e_300_is_the_average_and_reports_the_tilted_mean(float64):
+    """The t -> 0 end: equal weights (the update of t = 0) and an objective of mean + t var / 2,
+    not the max (t = 1e-8) or NaN (t = 1e-300)."""
+    tiny, opt, objective = _run(1e-300)
+    zero, _, _ = _run(0.0)
+    losses = opt.last_step.losses
+    assert float(objective) == pytest.approx(float(losses.mean()), rel=1e-12)
+    for a, b in zip(tiny.parameters(), zero.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -4,7 +4,7 @@ Every problem is a ``ValueError`` whose message starts with the file's path and 
 wrong (the CLI prints it as one line and exits with status 2).  The checksums the formats carry
 are verified (the gzip stream's CRC-32, read to its end; each ``.npz`` member's CRC-32; GLUE's
 ``MD5SUMS`` where the folder has one), then what the arrays must be: names, shapes, dtypes,
-finite values and labels within the classes.
+and labels within the classes.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def read_npz(path: Path, names: Iterable[str], what: str) -> dict[str, np.ndarra
                 raise ValueError(
                     f"{path}: expected an .npz archive of arrays ({what}), found one array"
                 )
-            missing = [n for n in names if n not in arrays.files]
+            missing = sorted(n for n in names if n not in arrays.files)
             if missing:
                 raise ValueError(
                     f"{path}: not {what}: missing arrays {missing} (it holds {sorted(arrays.files)})"
@@ -79,8 +79,3 @@ def check_labels(name: str, labels: Tensor, num_classes: int) -> None:
             f"{name} holds labels outside [0, {num_classes - 1}] (e.g. {int(labels[row])} at row "
             f"{row}): not labels of this data set's {num_classes} classes"
         )
-
-
-def check_finite(name: str, x: Tensor) -> None:
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds NaN or infinite values")

@@ -78,14 +78,7 @@ def _finite(loss: Tensor, grads: list[Tensor]) -> Tensor:
 
 def _masked_objective(losses: Tensor, mask: Tensor, t: float) -> Tensor:
     """The log-mean-exp estimate over the samples in ``mask`` (NaN if there is none)."""
-    count = mask.sum()
-    if t == 0.0:
-        return torch.where(mask, losses, 0.0).sum() / count
-    masked = torch.where(mask, losses, -math.inf)
-    top = masked.amax()
-    if math.isinf(t):
-        return top
-    return top + (torch.logsumexp(t * (masked - top), dim=-1) - torch.log(count)) / t
+    return tilted_objective(losses, t, mask=mask)
 
 
 def _masked_weights(losses: Tensor, mask: Tensor, t: float) -> Tensor:
