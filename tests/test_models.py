@@ -5,7 +5,8 @@ import torch
 
 from tiltedsam.models import MODELS, create_model
 
-SHAPES = {"cnn1d": (1, 40), "mlp": (1, 40), "cnn2d": (1, 28, 28), "resnet8": (3, 32, 32),
+SHAPES = {"cnn1d": (1, 40), "mlp": (1, 40), "cnn2d": (1, 28, 28), "cnn2d_small": (3, 32, 32),
+          "resnet8": (3, 32, 32),
           "resnet18": (3, 32, 32), "wrn16_8": (3, 32, 32)}  # fmt: skip
 
 
@@ -24,5 +25,9 @@ def test_parameter_counts_of_the_paper_models():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(create_model("resnet18", (3, 32, 32), 100)) == 11_220_132  # CIFAR-100 ResNet-18
     assert count(create_model("resnet8", (3, 32, 32), 10)) == 78_042
+    # the evidence studies' CIFAR-10 CNN: 16 and 32 channels, 3x3 kernels, 32*8*8 -> 10
+    assert count(create_model("cnn2d_small", (3, 32, 32), 10)) == (
+        (3 * 9 + 1) * 16 + (16 * 9 + 1) * 32 + 32 * 64 * 10 + 10
+    )
     with pytest.raises(ValueError, match="model must be one of"):
         create_model("vgg16", (3, 32, 32), 10)

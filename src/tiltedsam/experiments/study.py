@@ -295,13 +295,13 @@ class Study:
 
     def analyze(self, selection: dict[str, Any]) -> None:
         """Flatness of each method's final selection on the flatness seeds (cached per run)."""
-        from tiltedsam.experiments.study_analysis import analyze_run
+        from tiltedsam.experiments.study_analysis import analyze_run, is_analyzed
 
         seeds = self.config.flatness_seeds or self.config.seeds[:3]
         for seed in seeds:
             for method, chosen in selection.items():
                 directory = self.run_dir(method, chosen["final"], seed)
-                if (directory / "model.pt").exists():
+                if (directory / "model.pt").exists() and not is_analyzed(directory):
                     self.log(f"{self.config.name}: flatness of {method} seed {seed}")
                     analyze_run(directory, self.config.train.model, self.data(seed))
 

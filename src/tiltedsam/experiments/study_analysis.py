@@ -58,14 +58,29 @@ def flatness_of(model: nn.Module, data: ArrayDataset, settings: dict[str, Any]) 
     }
 
 
+def _cached(directory: Path) -> dict[str, Any] | None:
+    cached = directory / "analysis.json"
+    if not cached.exists():
+        return None
+    try:
+        stored = json.loads(cached.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # damaged: computed again
+    return stored if stored.get("settings") == json.loads(json.dumps(SETTINGS)) else None
+
+
+def is_analyzed(directory: Path) -> bool:
+    """Whether ``directory/analysis.json`` holds a result for the current settings."""
+    return _cached(directory) is not None
+
+
 def analyze_run(directory: Path, model_name: str, data: ArrayDataset) -> dict[str, Any]:
     """``directory/analysis.json``, computed from ``directory/model.pt`` unless cached with the
     current settings."""
+    stored = _cached(directory)
+    if stored is not None:
+        return stored
     cached = directory / "analysis.json"
-    if cached.exists():
-        stored = json.loads(cached.read_text())
-        if stored.get("settings") == json.loads(json.dumps(SETTINGS)):
-            return stored
     model = create_model(model_name, data.x_train.shape[1:], data.num_classes)
     model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
     result = flatness_of(model, data, dict(SETTINGS))
