@@ -27,6 +27,7 @@ finished ones are read back (the runs are claimed, so two processes never train 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import statistics
@@ -65,6 +66,7 @@ class StudyConfig:
     tcurve: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0, 100.0)
     tcurve_seeds: tuple[int, ...] | None = None
     flatness_seeds: tuple[int, ...] | None = None  # default: the first three report seeds
+    augment: bool = True  # False: no training-time augmentation (CIFAR's crop and flip)
     equal_budget: bool = True
 
     def __post_init__(self) -> None:
@@ -108,8 +110,13 @@ class StudyConfig:
         return cls(train=train, **kwargs)
 
     def data_settings(self, seed: int) -> dict[str, Any]:
-        return {"name": self.dataset, "label_noise": self.label_noise,
-                "train_subset": self.train_subset, "val_size": self.val_size, "seed": seed}  # fmt: skip
+        """What determines a run's data (part of its key; ``augment`` only when turned off,
+        so the keys of studies written before it existed are unchanged)."""
+        settings = {"name": self.dataset, "label_noise": self.label_noise,
+                    "train_subset": self.train_subset, "val_size": self.val_size, "seed": seed}  # fmt: skip
+        if not self.augment:
+            settings["augment"] = False
+        return settings
 
 
 def canonical(value: Any) -> Any:
@@ -163,7 +170,9 @@ class Study:
         if seed not in self._data:
             self._data.clear()  # one seed's data at a time: runs are ordered by seed
             settings = self.config.data_settings(seed)
-            self._data[seed] = load_dataset(settings.pop("name"), self.config.data_path, **settings)
+            augment = settings.pop("augment", True)
+            data = load_dataset(settings.pop("name"), self.config.data_path, **settings)
+            self._data[seed] = data if augment else dataclasses.replace(data, augment=None)
         return self._data[seed]
 
     def stored(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
