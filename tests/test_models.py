@@ -10,7 +10,7 @@ SHAPES = {"cnn1d": (1, 40), "mlp": (1, 40), "cnn2d": (1, 28, 28), "cnn2d_small":
           "resnet18": (3, 32, 32), "wrn16_8": (3, 32, 32)}  # fmt: skip
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(m for m in MODELS if not m.startswith("minilm")))
 def test_models_forward_and_backward(name):
     torch.manual_seed(0)
     model = create_model(name, SHAPES[name], 7)

@@ -67,6 +67,7 @@ class StudyConfig:
     tcurve_seeds: tuple[int, ...] | None = None
     flatness_seeds: tuple[int, ...] | None = None  # default: the first three report seeds
     augment: bool = True  # False: no training-time augmentation (CIFAR's crop and flip)
+    max_length: int = 64  # text ("glue:TASK" data sets): tokens kept per example
     equal_budget: bool = True
 
     def __post_init__(self) -> None:
@@ -116,6 +117,8 @@ class StudyConfig:
                     "train_subset": self.train_subset, "val_size": self.val_size, "seed": seed}  # fmt: skip
         if not self.augment:
             settings["augment"] = False
+        if self.dataset.startswith("glue:"):
+            settings["max_length"] = self.max_length
         return settings
 
 
@@ -171,9 +174,32 @@ class Study:
             self._data.clear()  # one seed's data at a time: runs are ordered by seed
             settings = self.config.data_settings(seed)
             augment = settings.pop("augment", True)
-            data = load_dataset(settings.pop("name"), self.config.data_path, **settings)
+            name = settings.pop("name")
+            if name.startswith("glue:"):
+                data = self._text_data(name.removeprefix("glue:"), settings)
+            else:
+                data = load_dataset(name, self.config.data_path, **settings)
             self._data[seed] = data if augment else dataclasses.replace(data, augment=None)
         return self._data[seed]
+
+    def _text_data(self, task: str, settings: dict[str, Any]) -> ArrayDataset:
+        """A GLUE task's frozen-layer features for a ``minilm_top<k>`` model, with the label
+        noise and validation split ``load_dataset`` would apply (same seeds, same order)."""
+        from tiltedsam.data import apply_label_noise, split_validation
+        from tiltedsam.data.text_features import load_text_features
+
+        model = self.config.train.model
+        if not model.startswith("minilm_top"):
+            raise ValueError(f"data set glue:{task} needs a minilm_top<k> model, got {model!r}")
+        root = self.config.data_path or "../shared/data/glue"
+        data = load_text_features(task, root, trainable_layers=int(model.removeprefix("minilm_top")),
+                                  max_length=settings["max_length"],
+                                  train_subset=settings["train_subset"], seed=settings["seed"])  # fmt: skip
+        if settings["label_noise"]:
+            noisy = apply_label_noise(data.y_train, settings["label_noise"], data.num_classes,
+                                      settings["seed"])  # fmt: skip
+            data = dataclasses.replace(data, y_train=noisy, y_train_clean=data.y_train)
+        return split_validation(data, settings["val_size"], settings["seed"])
 
     def stored(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
         summary = self.run_dir(method, options, seed) / "summary.json"

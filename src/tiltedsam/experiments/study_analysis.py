@@ -36,7 +36,17 @@ SETTINGS: dict[str, Any] = {
 
 
 def flatness_of(model: nn.Module, data: ArrayDataset, settings: dict[str, Any]) -> dict[str, Any]:
-    """The measurements of the module doc for ``model`` on ``data``'s training subset."""
+    """The measurements of the module doc for ``model`` on ``data``'s training subset.
+
+    Attention runs on PyTorch's math kernel here: the fused CPU kernels have no second
+    derivative, which Hessian-vector products need."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.MATH]):
+        return _flatness_of(model, data, settings)
+
+
+def _flatness_of(model: nn.Module, data: ArrayDataset, settings: dict[str, Any]) -> dict[str, Any]:
     x, y = data.x_train[: settings["subset"]], data.y_train[: settings["subset"]]
     batches = [(x[i : i + 500], y[i : i + 500]) for i in range(0, len(x), 500)]
     loss_fn = nn.functional.cross_entropy

@@ -17,10 +17,21 @@ MODELS: dict[str, Callable[[Sequence[int], int], nn.Module]] = {
         in_channels=shape[0], size=shape[-1], num_classes=k, channels=16
     ),
     "mlp": lambda shape, k: MLP(in_channels=shape[0], length=_numel(shape[1:]), num_classes=k),
+    # Text (issue #20): the top k layers of all-MiniLM-L6-v2 on the features of the 6 - k frozen
+    # ones (tiltedsam.data.text_features); needs the text extra.
+    "minilm_top1": lambda shape, k: _text_top(1, k),
+    "minilm_top2": lambda shape, k: _text_top(2, k),
+    "minilm_top3": lambda shape, k: _text_top(3, k),
     "resnet8": lambda shape, k: resnet8(shape[0], k),
     "resnet18": lambda shape, k: resnet18(shape[0], k),
     "wrn16_8": lambda shape, k: wrn16_8(shape[0], k),
 }
+
+
+def _text_top(trainable_layers: int, num_classes: int) -> nn.Module:
+    from tiltedsam.models.text import TopLayersOnFeatures
+
+    return TopLayersOnFeatures(trainable_layers, num_classes)
 
 
 def _numel(shape: Sequence[int]) -> int:

@@ -80,4 +80,35 @@ class TextPairModel(nn.Module):
         return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
-__all__ = ["TextPairModel", "default_encoder_path"]
+_ENCODERS: dict[str, nn.Module] = {}
+
+
+def _shared_encoder(path: str | Path | None = None) -> nn.Module:
+    """The pretrained encoder, loaded once per process (its layers are copied, never trained)."""
+    key = str(path)
+    if key not in _ENCODERS:
+        from tiltedsam.experiments.glue_train import _load_encoder
+
+        _ENCODERS[key] = _load_encoder(path)[0]
+    return _ENCODERS[key]
+
+
+class TopLayersOnFeatures(nn.Module):
+    """The top ``trainable_layers`` pretrained layers of all-MiniLM-L6-v2 (copied), mean pooling
+    and a linear head, on packed frozen-layer features (:mod:`tiltedsam.data.text_features`):
+    the text counterpart of an image model in the image-style harness."""
+
+    def __init__(self, trainable_layers: int, num_labels: int, path: str | Path | None = None):
+        super().__init__()
+        from tiltedsam.experiments.glue_train import TopLayers
+
+        self.top = TopLayers(_shared_encoder(path), trainable_layers, num_labels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from tiltedsam.data.text_features import unpack
+
+        hidden, mask = unpack(x)
+        return self.top(hidden, mask)
+
+
+__all__ = ["TextPairModel", "TopLayersOnFeatures", "default_encoder_path"]
