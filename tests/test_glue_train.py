@@ -22,8 +22,8 @@ from tiltedsam.experiments.glue_train import (
     split_train,
     train_glue_run,
 )
-from tiltedsam.experiments.methods import parse_method
 from tiltedsam.experiments.report import glue_summary
+from tiltedsam.optim import parse_method
 
 WORDS = ("the a man woman dog cat plays eats runs sleeps guitar food park house is not "
          "happy sad big small red blue").split()  # fmt: skip

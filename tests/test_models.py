@@ -5,7 +5,8 @@ import torch
 
 from tiltedsam.models import MODELS, create_model
 
-SHAPES = {"cnn1d": (1, 40), "mlp": (1, 40), "cnn2d": (1, 28, 28), "resnet8": (3, 32, 32),
+SHAPES = {"cnn1d": (1, 40), "mlp": (1, 40), "cnn2d": (1, 28, 28), "cnn2d_small": (1, 28, 28),
+          "resnet8": (3, 32, 32),
           "resnet18": (3, 32, 32), "wrn16_8": (3, 32, 32)}  # fmt: skip
 
 

@@ -37,6 +37,13 @@ from torch import nn
 from tiltedsam.bench.memory import cpu_peak_bytes, cuda_peak_bytes
 from tiltedsam.bench.reference import OfficialTSAMReference
 from tiltedsam.models import create_model
+from tiltedsam.optim import METHODS as optim_table
+from tiltedsam.optim import MethodSpec, build_optimizer, method_info
+
+
+def optim_methods() -> list[str]:
+    return list(optim_table)
+
 
 # name -> (input shape, default batch size)
 BENCH_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
@@ -45,12 +52,29 @@ BENCH_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
     "resnet8": ((3, 32, 32), 32),
     "resnet18": ((3, 32, 32), 8),
 }
-METHODS = ("erm", "sam", "tsam", "official", "resample")
-# tsam-resample's other ascent variants (the default, "resample", is ascent="selected"), and
-# TSAM's batched (vmap) path ("tsam" is always the sequential path).
-EXTRA_METHODS = ("resample-shared", "resample-none", "batched")
-SAMPLE_METHODS = ("tsam", "official", "resample", *EXTRA_METHODS)
+# A bench method is a method of the table (tiltedsam.optim.METHODS, with the harness defaults),
+# one of these variants of one, or "official" (the official-semantics reference loop).  "tsam" is
+# always TSAM's sequential path, "batched" its vmap path; "resample" is tsam-resample.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tsam": ("tsam", {"batched": False}),
+    "batched": ("tsam", {"batched": True}),
+    "resample": ("tsam-resample", {}),
+    "resample-shared": ("tsam-resample", {"ascent": "shared"}),
+    "resample-none": ("tsam-resample", {"ascent": "none"}),
+}
+METHODS = ("erm", "sam", "tsam", "official", "resample")  # the default selection
 BASE_KWARGS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
+
+
+def bench_methods() -> tuple[str, ...]:
+    """Every name ``--methods`` takes: the table's methods, the variants and ``official``."""
+    return tuple(dict.fromkeys([*optim_methods(), *VARIANTS, "official"]))
+
+
+def takes_samples(method: str) -> bool:
+    """The method runs at each s (it takes ``num_samples``; ``official`` does)."""
+    name = VARIANTS.get(method, (method, {}))[0]
+    return method == "official" or "num_samples" in method_info(name).options
 
 
 @dataclass(frozen=True)
@@ -64,11 +88,9 @@ class Case:
         return f"{self.method} s={self.s}" if self.s else self.method
 
     @property
-    def passes(self) -> int:
-        """Forward+backward passes (closure calls) of one step; resample: s of them forward only."""
-        if self.method.startswith("resample"):
-            return self.s + (1 if self.method == "resample-none" else 2)
-        return {"erm": 1, "sam": 2}.get(self.method, 2 * self.s)
+    def forward_only(self) -> bool:
+        """Some of its passes are forward only (tsam-resample's scoring): no pass floor."""
+        return VARIANTS.get(self.method, (self.method, {}))[0] == "tsam-resample"
 
 
 @dataclass
@@ -76,6 +98,7 @@ class Built:
     step: Callable[[], Any]
     holders: list[Any] = field(default_factory=list)
     num_params: int = 0
+    passes: int = 1  # closure calls of one step (tsam-resample: s of them forward only)
 
 
 def keep_heap() -> bool:
@@ -135,33 +158,24 @@ def build_case(
 
     params = list(model.parameters())
     num_params = sum(p.numel() for p in params)
-    if case.method == "erm":
-        opt: Any = torch.optim.SGD(params, **BASE_KWARGS)
-    elif case.method == "sam":
-        from tiltedsam.optim import SAM
-
-        opt = SAM(params, torch.optim.SGD, rho=0.05, model=model, **BASE_KWARGS)
-    elif case.method in ("tsam", "batched"):
-        from tiltedsam.closures import make_closure
-        from tiltedsam.optim import TSAM
-
-        opt = TSAM(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
-                   noise_radius=1.0, model=model, seed=seed, batched=case.method == "batched",
-                   **BASE_KWARGS)  # fmt: skip
+    if case.method == "official":
+        opt: Any = OfficialTSAMReference(model, torch.optim.SGD, tilt=1.0, num_samples=case.s,
+                                         rho=0.05, radius=1.0, **BASE_KWARGS)  # fmt: skip
+        passes = 2 * case.s
+    elif case.method in bench_methods():
+        name, options = VARIANTS.get(case.method, (case.method, {}))
+        if case.s:
+            options = {**options, "num_samples": case.s}
+        spec = MethodSpec(name, options, case.label)
+        opt = build_optimizer(spec, params, base="sgd", base_kwargs=BASE_KWARGS, seed=seed,
+                              model=model)  # fmt: skip
+        passes = getattr(opt, "passes_per_step", 1)
         if case.method == "batched":
-            closure = make_closure(model, loss_fn, x, y)  # type: ignore[assignment]
-    elif case.method.startswith("resample"):
-        from tiltedsam.optim import TSAMResample
+            from tiltedsam.closures import make_closure
 
-        ascent = case.method.partition("-")[2] or "selected"
-        opt = TSAMResample(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
-                           noise_radius=1.0, ascent=ascent, model=model, seed=seed,
-                           **BASE_KWARGS)  # fmt: skip
-    elif case.method == "official":
-        opt = OfficialTSAMReference(model, torch.optim.SGD, tilt=1.0, num_samples=case.s,
-                                    rho=0.05, radius=1.0, **BASE_KWARGS)  # fmt: skip
+            closure = make_closure(model, loss_fn, x, y)  # type: ignore[assignment]
     else:
-        raise ValueError(f"method must be one of {METHODS + EXTRA_METHODS}, got {case.method!r}")
+        raise ValueError(f"method must be one of {bench_methods()}, got {case.method!r}")
 
     if case.method == "official":
 
@@ -174,7 +188,7 @@ def build_case(
             opt.zero_grad(set_to_none=True)
             opt.step(closure)
 
-    return Built(step=step, holders=[model, opt, x, y], num_params=num_params)
+    return Built(step=step, holders=[model, opt, x, y], num_params=num_params, passes=passes)
 
 
 def _sync(device: str) -> None:
@@ -201,6 +215,13 @@ def time_cases(
             times[case]["cpu"].append(time.thread_time() - cpu0)
             times[case]["wall"].append(time.perf_counter() - wall0)
     return times
+
+
+def _cases(model: str, methods: Sequence[str], samples: Sequence[int]) -> list[Case]:
+    """ERM first, then each method without s, then each method with s at every s."""
+    single = [m for m in methods if m != "erm" and not takes_samples(m)]
+    cases = [Case(model, "erm")] + [Case(model, m) for m in single]
+    return cases + [Case(model, m, s) for s in samples for m in methods if takes_samples(m)]
 
 
 def _median(values: list[float]) -> float:
@@ -244,11 +265,7 @@ def memory_rows(
     """Peak tensor memory of one (second) step per method and s, and its excess over ERM's,
     also in units of the parameters' bytes (``param_buffers``)."""
     rows = []
-    cases = [Case(model, "erm")] + [
-        Case(model, m, s) for m in methods if m in SAMPLE_METHODS for s in samples
-    ]
-    if "sam" in methods:
-        cases.insert(1, Case(model, "sam"))
+    cases = _cases(model, methods, samples)
     erm_peak = None
     for case in cases:
         built = build_case(case, batch_size=batch_size, device=device, model_kwargs=model_kwargs)
@@ -305,9 +322,9 @@ def run_bench(
         raise ValueError(f"heap must be 'default' or 'kept', got {heap!r}")
     if heap == "kept" and not keep_heap():
         raise ValueError("heap='kept' needs glibc's mallopt, which is not available here")
-    unknown = set(methods) - set(METHODS + EXTRA_METHODS)
+    unknown = set(methods) - set(bench_methods())
     if unknown:
-        raise ValueError(f"methods must be among {METHODS + EXTRA_METHODS}, got {sorted(unknown)}")
+        raise ValueError(f"methods must be among {bench_methods()}, got {sorted(unknown)}")
     unknown_models = set(models) - set(BENCH_MODELS)
     if unknown_models:
         raise ValueError(
@@ -326,10 +343,10 @@ def run_bench(
     for model in models:
         batch = (batch_sizes or {}).get(model) or BENCH_MODELS[model][1]
         result.setting["batch_sizes"][model] = batch
-        cases = [Case(model, m) for m in ("erm", "sam") if m in methods or m == "erm"]
-        cases += [Case(model, m, s) for s in samples for m in SAMPLE_METHODS if m in methods]
+        cases = _cases(model, methods, samples)
         built = {c: build_case(c, batch_size=batch, device=device) for c in cases}
         num_params = next(iter(built.values())).num_params
+        passes = {c: b.passes for c, b in built.items()}
         if log:
             log(
                 f"{model}: {num_params:,} parameters, batch {batch}, {len(cases)} cases x {repeats} rounds"
@@ -340,10 +357,10 @@ def run_bench(
         erm_med = {k: _median(v) for k, v in erm.items()}
         for case, t in times.items():
             wall, cpu = _median(t["wall"]), _median(t["cpu"])
-            floor = None if case.method.startswith("resample") else case.passes
+            floor = None if case.forward_only else passes[case]
             result.timing.append({
                 "model": model, "params": num_params, "batch": batch, "method": case.method,
-                "s": case.s, "passes": case.passes, "wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
+                "s": case.s, "passes": passes[case], "wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
                 "wall_over_floor": wall / (floor * erm_med["wall"]) if floor else None,
                 "cpu_over_floor": cpu / (floor * erm_med["cpu"]) if floor else None,
             })  # fmt: skip
@@ -405,7 +422,7 @@ def markdown(result: BenchResult) -> str:
     )
 
     def passes(r: dict[str, Any]) -> str:
-        if r["method"].startswith("resample"):
+        if Case(r["model"], r["method"], r["s"]).forward_only:
             return f"{r['s']} fwd + {r['passes'] - r['s']}"
         return str(r["passes"])
 

@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 
 from tiltedsam.data import ArrayDataset, load_dataset
 from tiltedsam.experiments.checkpoint import remove_checkpoints
-from tiltedsam.experiments.methods import expand_methods, parse_method
 from tiltedsam.experiments.report import plot_accuracy, summary_table
 from tiltedsam.experiments.store import (
     claim_run,
@@ -25,6 +24,7 @@ from tiltedsam.experiments.store import (
     write_text_atomic,
 )
 from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
+from tiltedsam.optim import expand_methods, parse_method
 
 
 def compare(

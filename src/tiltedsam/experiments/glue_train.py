@@ -43,7 +43,6 @@ from tiltedsam._validation import (
     check_unit_interval,
 )
 from tiltedsam.data.glue import TASKS, TextPairs, glue_metrics, load_glue_split
-from tiltedsam.experiments.methods import SEEDED, MethodSpec, parse_method
 from tiltedsam.experiments.store import (
     claim_run,
     clear_run,
@@ -51,6 +50,7 @@ from tiltedsam.experiments.store import (
     run_dir,
     write_json_atomic,
 )
+from tiltedsam.optim import MethodSpec, build_optimizer, parse_method, run_budget
 
 SCHEDULES = ("linear", "cosine", "constant")
 
@@ -94,6 +94,10 @@ class GlueConfig:
             )
         if self.train_subset is not None:
             check_int_at_least("train_subset", self.train_subset, 1)
+
+    def base_kwargs(self) -> dict[str, Any]:
+        """The base optimizer's settings shared by every method (momentum: SGD only)."""
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
 
 def _load_encoder(path: str | Path | None):
@@ -392,7 +396,7 @@ def train_glue_run(
     """
     from tqdm.auto import tqdm
 
-    from tiltedsam.optim import PerturbationOptimizer, create_optimizer
+    from tiltedsam.optim import PerturbationOptimizer
 
     torch.manual_seed(seed)
     model = TopLayers(data.encoder, config.trainable_layers, data.num_labels)
@@ -400,31 +404,15 @@ def train_glue_run(
         with torch.no_grad():
             model.head.bias.fill_(float(data.train.labels.mean()))
     model.train()
-    kwargs = method.kwargs()
-    lr = kwargs.pop("lr", config.lr)
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ValueError(f"method option lr must be a number in (0, inf), got {lr!r}")
-    if method.name in ("esam1",):
-        raise ValueError("esam1 (epoch budget) is not supported by the GLUE runner")
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    if method.name in SEEDED:
-        kwargs.setdefault("seed", seed)
-    if (
-        method.name in ("tsam", "tsam-naive")
-        and kwargs.get("tilt_schedule", "constant") != "constant"
-    ):
-        kwargs.setdefault("total_steps", total_steps)
-    if method.name != "erm":
-        kwargs.setdefault("model", model)
+    epochs = config.epochs * run_budget(method)  # ESAM1: TSAM's pass budget
+    total_steps = steps_per_epoch * epochs
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    base_kwargs: dict[str, Any] = {"lr": float(lr), "weight_decay": config.weight_decay}
-    if config.base == "sgd":
-        base_kwargs["momentum"] = config.momentum
-    optimizer = create_optimizer(method.name, groups, base=config.base, **base_kwargs, **kwargs)
+    optimizer = build_optimizer(method, groups, base=config.base, base_kwargs=config.base_kwargs(),
+                                seed=seed, total_steps=total_steps, model=model)  # fmt: skip
     warmup_steps = int(config.warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(config.lr_schedule, warmup_steps, total_steps)
@@ -436,7 +424,7 @@ def train_glue_run(
     wall = 0.0
     bar = tqdm(total=total_steps, desc=f"{data.task} {method.label} seed {seed}",
                disable=not progress, leave=False, dynamic_ncols=True)  # fmt: skip
-    for epoch in range(config.epochs):
+    for epoch in range(epochs):
         batches = batch_order(lengths, config.batch_size, order, config.group_by_length)
         step_losses = torch.zeros(())
         start = time.perf_counter()

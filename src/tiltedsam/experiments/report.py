@@ -175,10 +175,13 @@ def _plot_tilt(results: Sequence[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from tiltedsam.optim import METHODS
+
+    tilted = {name for name, info in METHODS.items() if "tilt" in info.defaults}
     lines: dict[str, dict[float, list[dict[str, Any]]]] = {}
     for r in results:
         options = r["config"].get("options", {})
-        if r["config"]["method"] not in ("tsam", "tsam-naive") or "tilt" not in options:
+        if r["config"]["method"] not in tilted or "tilt" not in options:
             continue
         rest = ",".join(f"{k}={v}" for k, v in sorted(options.items()) if k != "tilt")
         lines.setdefault(f"{r['config']['method']} {rest}", {}).setdefault(
@@ -333,8 +336,8 @@ def glue_selection(root: str | Path) -> tuple[list[dict[str, Any]], dict[str, st
         raise FileNotFoundError(f"no finished runs under {root}/runs/")
     select_seeds = settings.get("select_seeds")
     pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
-    from tiltedsam.experiments.methods import parse_method
     from tiltedsam.experiments.sweep import expand_grid
+    from tiltedsam.optim import parse_method
 
     order = [parse_method(spec).label for spec in expand_grid(settings["grid"])]
     return results, select_glue(pool, order), settings
@@ -409,8 +412,8 @@ def write_glue_report(root: str | Path) -> str:
         else f" on the selection seed(s) {', '.join(map(str, select_seeds))}"
     )
     lines += [f"All configurations{seeds_text} (what the selection saw):", "", header]
-    from tiltedsam.experiments.methods import parse_method
     from tiltedsam.experiments.sweep import expand_grid
+    from tiltedsam.optim import parse_method
 
     order = [parse_method(spec).label for spec in expand_grid(settings["grid"])]
     pool_groups = group_by_method(pool)
@@ -441,9 +444,9 @@ def glue_summary(roots: Sequence[str | Path]) -> str:
             columns.append(column)
             for name, label in selected.items():
                 cells[(name, column)] = _ms100([r["dev"][metric] for r in groups[label]])
-    names = [n for n in ("erm", "sam", "tsam") if n in chosen] + sorted(
-        set(chosen) - {"erm", "sam", "tsam"}
-    )
+    from tiltedsam.optim import METHODS
+
+    names = [n for n in METHODS if n in chosen]  # in table order
     lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name in names:
         lines.append(f"| {name} | " + " | ".join(cells.get((name, c), "–") for c in columns) + " |")

@@ -40,10 +40,10 @@ from tiltedsam._validation import check_unit_interval
 from tiltedsam.data import load_dataset
 from tiltedsam.data.mnist1d import ArrayDataset
 from tiltedsam.experiments.checkpoint import remove_checkpoints
-from tiltedsam.experiments.methods import METHOD_DEFAULTS, MethodSpec, parse_method
 from tiltedsam.experiments.store import claim_run, write_json_atomic
 from tiltedsam.experiments.sweep import expand_grid
 from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
+from tiltedsam.optim import METHODS, MethodSpec, canonical_name, parse_method
 
 STUDY_FILE = "study.json"
 
@@ -70,8 +70,13 @@ class StudyConfig:
         if not self.search:
             raise ValueError("search must name at least one method with its tuning stages")
         for method, stages in self.search.items():
-            if method not in METHOD_DEFAULTS:
-                raise ValueError(f"search: unknown method {method!r}")
+            if method not in METHODS:
+                hint = (
+                    f" (write {canonical_name(method)!r})"
+                    if canonical_name(method) in METHODS
+                    else ""
+                )
+                raise ValueError(f"search: unknown method {method!r}{hint}")
             if isinstance(stages, str) or not all(isinstance(s, str) for s in stages):
                 raise ValueError(f"search.{method} must be a list of grid strings")
         check_unit_interval("label_noise", self.label_noise)
@@ -137,7 +142,7 @@ class Study:
         decay, then ``options``, an int given for a float default made a float (``tilt=1`` is
         the default 1.0); two spellings of one training give one dict, hence one key."""
         train = self.config.train
-        defaults = {"lr": train.lr, "weight_decay": train.weight_decay, **METHOD_DEFAULTS[method]}
+        defaults = {"lr": train.lr, "weight_decay": train.weight_decay, **METHODS[method].defaults}
         merged = {**defaults, **options}
         for key, value in options.items():
             default = defaults.get(key)

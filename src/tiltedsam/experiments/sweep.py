@@ -26,7 +26,6 @@ from typing import Any
 from tiltedsam._validation import check_int_at_least
 from tiltedsam.data import load_dataset
 from tiltedsam.experiments.checkpoint import remove_checkpoints
-from tiltedsam.experiments.methods import parse_method
 from tiltedsam.experiments.store import (
     claim_run,
     clear_run,
@@ -35,6 +34,7 @@ from tiltedsam.experiments.store import (
     write_json_atomic,
 )
 from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
+from tiltedsam.optim import parse_method
 
 
 def expand_grid(entries: Sequence[str]) -> list[str]:

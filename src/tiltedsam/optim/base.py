@@ -111,6 +111,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
     ``_finish_step``, and report ``passes_per_step`` (closure calls per step).
     """
 
+    # Keywords every subclass passes through to this class (the registry lists them as options).
+    SHARED_OPTIONS = ("grad_scaler", "max_grad_norm", "distributed", "process_group")
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         inner = cls.__dict__.get("step")

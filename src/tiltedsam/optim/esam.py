@@ -11,7 +11,7 @@ Departure: the paper gives no radii; the default (0.5ρ, ρ, 2ρ) around SAM's �
 ``step`` returns the largest candidate loss :math:`\max_k L_k`.
 
 ESAM1 (SAM run for more steps at TSAM's budget) is not an optimizer but a budget rule of the
-harness: see ``tiltedsam.experiments.methods``.
+harness: see ``tiltedsam.optim.registry`` (``MethodInfo.budget``).
 """
 
 from __future__ import annotations
