@@ -371,7 +371,7 @@ def test_hmc_stays_in_rho_ball_and_reports_acceptance(float64):
     dists = []
 
     def closure():
-        theta = opt._buffer("theta")
+        theta = opt.context.theta
         dists.append(
             float(
                 global_norm(

@@ -120,11 +120,15 @@ def test_build_optimizer_applies_the_table_defaults_the_run_settings_and_overrid
     assert warm.schedule.total_steps == 8
 
 
-def test_a_registered_method_is_known_everywhere(monkeypatch):
-    monkeypatch.setattr(registry_module, "METHODS", dict(METHODS))
-    import tiltedsam.optim.specs as specs
+@pytest.fixture
+def restored_table():
+    saved = dict(METHODS)
+    yield
+    METHODS.clear()
+    METHODS.update(saved)
 
-    monkeypatch.setattr(specs, "METHODS", registry_module.METHODS)
+
+def test_a_registered_method_is_known_everywhere(restored_table):
     info = register_method(MethodInfo("sam-wide", METHODS["sam"].cls, summary="SAM, ρ = 0.5",
                                       passes="2", defaults={"rho": 0.5}))  # fmt: skip
     assert registry_module.METHODS["sam-wide"] is info
