@@ -1,5 +1,7 @@
 """One contract that every optimizer in the registry passes (``erm`` is torch.optim itself)."""
 
+import copy
+
 import pytest
 import torch
 
@@ -81,7 +83,8 @@ def test_state_dict_round_trip_continues_identically(name):
     for _ in range(3):
         opt.step(closure_for(model, x, y))
     saved = {"model": model.state_dict(), "opt": opt.state_dict()}
-    assert saved["opt"]["base"]["state"], "momentum buffers are checkpointed"
+    assert saved["opt"]["state"], "momentum buffers are checkpointed"
+    assert set(saved["opt"]) == {"state", "param_groups", "perturbation"}  # torch's layout
     model2 = make_mlp(seed=5)
     opt2 = build(model2)
     model2.load_state_dict(saved["model"])
@@ -141,3 +144,71 @@ def test_closure_is_required_and_called_the_documented_number_of_times(name):
     for _ in range(2):
         opt.step(counting)
     assert len(calls) == 2 * passes == 2 * opt.passes_per_step
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_is_the_base_optimizers_state(name):
+    """torch's contract: ``opt.state`` holds the momenta (schedulers' checks, Lightning and
+    Accelerate checkpoint code and users read it), before and after ``load_state_dict``."""
+    x, y = make_regression()
+    model = make_mlp()
+    opt = create_optimizer(name, model.parameters(), **ACTIVE[name][0], lr=0.05, momentum=0.9)
+    opt.step(closure_for(model, x, y))
+    assert opt.state is opt.base_optimizer.state
+    assert set(opt.state) == set(model.parameters())
+    assert all("momentum_buffer" in s for s in opt.state.values())
+    opt.load_state_dict(opt.state_dict())
+    assert opt.state is opt.base_optimizer.state and len(opt.state) == 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_plain_base_optimizer_checkpoint_loads(name):
+    """Switching a run from AdamW to TSAM(AdamW) mid-training: the wrapper takes AdamW's own
+    state dict and continues exactly as AdamW would (neutral settings: the same update)."""
+    x, y = make_regression()
+    model, ref = make_mlp(), make_mlp()
+    plain = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        plain.zero_grad()
+        closure_for(model, x, y)()
+        plain.step()
+    ref.load_state_dict(model.state_dict())
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    ref_opt.load_state_dict(copy.deepcopy(plain.state_dict()))  # (loading shares the tensors)
+    opt = create_optimizer(name, model.parameters(), base="adamw", lr=1e-2, **NEUTRAL[name])
+    opt.load_state_dict(copy.deepcopy(plain.state_dict()))
+    assert opt.state[next(model.parameters())]["step"] == 3
+    for _ in range(3):
+        opt.step(closure_for(model, x, y))
+        ref_opt.zero_grad()
+        closure_for(ref, x, y)()
+        ref_opt.step()
+    assert torch.equal(flat(model), flat(ref))
+    assert opt.step_count == 3  # the perturbation state started fresh
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_checkpoint_in_the_earlier_layout_still_loads(name):
+    """Checkpoints written before issue #18 hold ``{"base": ..., "perturbation": ...}``."""
+    x, y = make_regression()
+    kw = {**ACTIVE[name][0], "lr": 0.05, "momentum": 0.9}
+    full = make_mlp()
+    full_opt = create_optimizer(name, full.parameters(), **kw)
+    for _ in range(4):
+        full_opt.step(closure_for(full, x, y))
+    model = make_mlp()
+    opt = create_optimizer(name, model.parameters(), **kw)
+    for _ in range(2):
+        opt.step(closure_for(model, x, y))
+    now = opt.state_dict()
+    legacy = {"base": {"state": now["state"], "param_groups": now["param_groups"]},
+              "perturbation": now["perturbation"]}  # fmt: skip
+    model2 = make_mlp(seed=5)
+    model2.load_state_dict(model.state_dict())
+    opt2 = create_optimizer(name, model2.parameters(), **kw)
+    opt2.load_state_dict(legacy)
+    for _ in range(2):
+        opt2.step(closure_for(model2, x, y))
+    assert torch.equal(flat(model2), flat(full))
+    with pytest.raises(ValueError, match="keys 'state' and 'param_groups'"):
+        opt2.load_state_dict({"momenta": {}})

@@ -77,6 +77,15 @@ def perturbation_defaults(rho: float, noise_radius: float) -> dict[str, float]:
     }
 
 
+def from_legacy_state_dict(state_dict: Any) -> Any:
+    """A state dict in the earlier layout (``{"base": <base optimizer dict>, "perturbation":
+    ...}``, what checkpoints written before issue #18 hold) in today's; anything else as it is."""
+    if isinstance(state_dict, dict) and {"base", "perturbation"} <= state_dict.keys():
+        if isinstance(state_dict["base"], dict) and "state" not in state_dict:
+            return {**state_dict["base"], "perturbation": state_dict["perturbation"]}
+    return state_dict
+
+
 class PerturbationOptimizer(torch.optim.Optimizer):
     """Base class: wraps ``base_optimizer_cls(self.param_groups, **base_kwargs)``.
 
@@ -127,7 +136,10 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             raise TypeError(f"keyword(s) {sorted(overlap)} given twice")
         super().__init__(params, {**defaults, **base_kwargs})
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
+        # torch's contract: the groups and the state are the base optimizer's own objects, so
+        # schedulers, checkpoint code and users that read ``opt.state`` see the momenta.
         self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self.nonfinite = nonfinite
         self.step_count = 0
@@ -275,9 +287,11 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         del state
 
     def state_dict(self) -> dict[str, Any]:
-        """Base-optimizer state (momenta, param groups) plus step count and sampler RNG state."""
+        """torch's layout: the base optimizer's ``state`` (momenta) and ``param_groups`` (with
+        the per-group perturbation settings), plus ``perturbation``: step count, skipped steps,
+        the perturbation RNG state and the sampler's counters."""
         return {
-            "base": self.base_optimizer.state_dict(),
+            **self.base_optimizer.state_dict(),
             "perturbation": {
                 "step_count": self.step_count,
                 "skipped_steps": self.skipped_steps,
@@ -287,13 +301,30 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not isinstance(state_dict, dict) or not {"base", "perturbation"} <= state_dict.keys():
+        """Load a dict from :meth:`state_dict`, a plain base-optimizer dict (``state`` and
+        ``param_groups`` only: a run switched from AdamW to TSAM(AdamW) keeps its moments, and
+        the perturbation state starts fresh), or one in the earlier layout (keys ``base`` and
+        ``perturbation``, :func:`from_legacy_state_dict`)."""
+        state_dict = from_legacy_state_dict(state_dict)
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(
-                f"{type(self).__name__}.load_state_dict expects the dict from its own state_dict() "
-                "with keys 'base' and 'perturbation'"
+                f"{type(self).__name__}.load_state_dict expects a dict with keys 'state' and "
+                f"'param_groups' (and 'perturbation'), as state_dict() returns; got {keys}"
             )
-        self.base_optimizer.load_state_dict(state_dict["base"])
+        base = {k: v for k, v in state_dict.items() if k != "perturbation"}
+        # A plain base-optimizer dict lacks the perturbation settings (rho, ...) of the groups.
+        current = self.base_optimizer.param_groups
+        if len(base["param_groups"]) == len(current):
+            base["param_groups"] = [
+                {**{k: v for k, v in now.items() if k != "params"}, **saved}
+                for now, saved in zip(current, base["param_groups"], strict=True)
+            ]
+        self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        if state_dict.get("perturbation") is None:
+            return
         extra = dict(state_dict["perturbation"])
         self.step_count = int(extra.pop("step_count"))
         self.skipped_steps = int(extra.pop("skipped_steps", 0))
@@ -311,4 +342,10 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         return []
 
 
-__all__ = ["BN_POLICIES", "NONFINITE_POLICIES", "PerturbationOptimizer", "checked_loss"]
+__all__ = [
+    "BN_POLICIES",
+    "NONFINITE_POLICIES",
+    "PerturbationOptimizer",
+    "checked_loss",
+    "from_legacy_state_dict",
+]
