@@ -167,7 +167,7 @@ def test_all_methods_run_in_the_harness_and_esam1_gets_the_pass_budget(tmp_path)
 def test_each_run_directory_holds_config_metrics_summary_and_weights(tmp_path):
     config = TrainConfig(model="mlp", epochs=2, batch_size=32)
     compare(["sam"], seeds=[0], config=config, data=tiny_data(), out=tmp_path, progress=False)
-    run = tmp_path / "runs" / "sam" / "seed0"
+    (run,) = (tmp_path / "runs" / "sam").glob("*-seed0")
     assert {p.name for p in run.iterdir()} == {
         "config.json",
         "metrics.jsonl",

@@ -7,7 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tiltedsam._files import write_atomic
 from tiltedsam.experiments.checkpoint import CheckpointError
+from tiltedsam.experiments.configs import load_config_file
 from tiltedsam.experiments.train import TrainConfig
 
 # Errors a user can act on from the message alone: printed as ``error: ...``, exit status 2.
@@ -50,36 +52,6 @@ def _seeds(text: str) -> list[int]:
     if not seeds or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"--seeds must list at least one int >= 0, got {text!r}")
     return seeds
-
-
-def load_config_file(path: str | Path) -> dict:
-    """Options from a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file, keys as the long flags
-    with ``-`` or ``_`` (``batch-size`` or ``batch_size``)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"config file not found: {path}")
-    if path.suffix == ".toml":
-        import tomllib
-
-        try:
-            with open(path, "rb") as handle:
-                values = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: not valid TOML: {err}") from None
-    elif path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    else:
-        raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a table of options at the top level")
-    return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
 def _apply_config(sub: Parser, argv: Sequence[str] | None, args: argparse.Namespace):
@@ -432,7 +404,7 @@ def _toy(args: argparse.Namespace) -> None:
     lines = ["| run | final θ |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in finals.items()]
     lines += ["", "| objective | argmin θ on the grid |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in minima.items()]
-    (out / "toy.md").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "toy.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -447,7 +419,7 @@ def _glm(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = points_table(points)
-    (out / "glm.md").write_text(table)
+    write_atomic(out / "glm.md", table)
     plot_points(points, out / "glm.png")
     print(table)
 
@@ -501,13 +473,11 @@ def _bench(args: argparse.Namespace) -> None:
         text += "\n".join(f"Wrote {p}" for p in paths) + "\n"
     print(text, end="")
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(text)
+        write_atomic(args.markdown, text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         payload = json.loads(result.to_json())
         payload.update(extra)
-        Path(args.json).write_text(json.dumps(payload, indent=1))
+        write_atomic(args.json, json.dumps(payload, indent=1))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tiltedsam._files import save_figure
 from tiltedsam.bench.memory import cpu_peak_bytes, cuda_peak_bytes
 from tiltedsam.bench.reference import OfficialTSAMReference
 from tiltedsam.models import create_model
@@ -540,7 +541,7 @@ def _save(fig: Any, ax: Any, path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tiltedsam._files import save_npz
 from tiltedsam.data.mnist1d import ArrayDataset
 
 CIFAR_MEAN = {10: (0.4914, 0.4822, 0.4465), 100: (0.5071, 0.4865, 0.4409)}
@@ -129,10 +130,7 @@ def load_cifar(
             arrays = {k: stored[k] for k in stored.files}
     else:
         arrays = _read_arrays(path)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(cache)
+        save_npz(cache, arrays)
     found = len(arrays["classes"])
     if found != num_classes:
         raise ValueError(f"{path}: found {found} classes, expected num_classes={num_classes}")

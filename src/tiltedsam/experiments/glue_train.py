@@ -16,8 +16,8 @@ lower layers run without dropout (their output is cached once, in eval mode).
 of each optimizer chosen on the mean validation score (a seeded ``val_fraction`` of the GLUE
 *train* split, held out from training), then the winners on the other seeds.  The GLUE dev split
 is the reported test set and is never used for selection.  Runs are stored like the other
-harness commands (``runs/<label>/seed<k>/{config.json,metrics.jsonl,summary.json,model.pt}``);
-finished runs are skipped when the command is run again.
+harness commands, in the run store (``runs/<method>/<key>-seed<k>/``, keyed by the whole
+configuration); finished runs are read back when the command is run again.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tiltedsam._files import save_torch, write_atomic, write_json
 from tiltedsam._validation import (
     check_choice,
     check_int_at_least,
@@ -43,13 +44,9 @@ from tiltedsam._validation import (
     check_unit_interval,
 )
 from tiltedsam.data.glue import TASKS, TextPairs, glue_metrics, load_glue_split
-from tiltedsam.experiments.store import (
-    claim_run,
-    clear_run,
-    load_finished,
-    run_dir,
-    write_json_atomic,
-)
+from tiltedsam.experiments.report import write_glue_report
+from tiltedsam.experiments.selection import expand_grid, select_glue
+from tiltedsam.experiments.store import RunConfig, full_options, run_or_load
 from tiltedsam.optim import MethodSpec, build_optimizer, parse_method, run_budget
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -448,16 +445,10 @@ def train_glue_run(
         history.append(record)
         bar.set_postfix(loss=f"{record['step_loss']:.3f}")
         if metrics is not None:
-            metrics.parent.mkdir(parents=True, exist_ok=True)
-            tmp = metrics.with_name(f".{metrics.name}.tmp")
-            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-            tmp.replace(metrics)
+            write_atomic(metrics, "".join(json.dumps(h) + "\n" for h in history))
     bar.close()
     if save_model is not None:
-        save_model.parent.mkdir(parents=True, exist_ok=True)
-        tmp = save_model.with_name(f".{save_model.name}.tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(save_model)
+        save_torch(save_model, model.state_dict())
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
     last = history[-1]
     return {
@@ -476,8 +467,10 @@ def train_glue_run(
     }
 
 
-def _run_config(spec: MethodSpec, seed: int, config: GlueConfig) -> dict[str, Any]:
-    return {"method": spec.name, "options": spec.kwargs(), "seed": seed, "glue": asdict(config)}
+def _run_config(spec: MethodSpec, seed: int, config: GlueConfig, encoder: str) -> RunConfig:
+    shared = {"lr": config.lr, "weight_decay": config.weight_decay}
+    options = full_options(spec.name, spec.options, shared)
+    return RunConfig(spec.name, options, seed, {"name": "glue", "encoder": encoder}, asdict(config))
 
 
 def glue_sweep(
@@ -498,111 +491,74 @@ def glue_sweep(
 
     Without ``select_seeds`` every grid point runs on every seed.  With it, stage 1 runs every
     grid point on ``select_seeds``, each optimizer's configuration with the best mean validation
-    score is chosen, and stage 2 runs the winners on the remaining ``seeds``.
+    score is chosen, and stage 2 runs the winners on the remaining ``seeds``.  Runs go through
+    the run store (:func:`~tiltedsam.experiments.store.run_or_load`); a run another process
+    holds is skipped (run the command again to read it).
 
     ``lr_from_erm`` (with ``select_seeds``): the ERM grid points run first, and the learning rate
     of the selected one becomes the shared ``lr`` of every other grid point without its own
     ``lr=`` option (tune the base learning rate with the base optimizer, then ρ and t).
     """
-    from tiltedsam.experiments.report import write_glue_report
-    from tiltedsam.experiments.sweep import expand_grid
-
     specs = expand_grid(grid)
     labels = [parse_method(s).label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"grid points must be distinct, got {labels}")
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(root / "glue.json", {
-        "task": config.task, "grid": list(grid), "seeds": list(seeds),
-        "select_seeds": list(select_seeds) if select_seeds is not None else None,
-        "encoder": str(encoder_path) if encoder_path is not None else "all-MiniLM-L6-v2",
-        "config": asdict(config)})  # fmt: skip
+    encoder = str(encoder_path) if encoder_path is not None else "all-MiniLM-L6-v2"
+    settings = {"task": config.task, "grid": list(grid), "seeds": list(seeds),
+                "select_seeds": list(select_seeds) if select_seeds is not None else None,
+                "encoder": encoder, "config": asdict(config)}  # fmt: skip
+    write_json(root / "glue.json", settings)
     if data is None:
         data = load_glue_data(config, data_path, encoder_path, log=log)
-    write_json_atomic(root / "glue.json", {
-        **json.loads((root / "glue.json").read_text()), "cache_seconds": data.cache_seconds,
-        "encoder_layers": len(_layers(data.encoder)),
-        "examples": {"train": len(data.train), "val": len(data.val), "dev": len(data.dev)}})  # fmt: skip
+    settings.update(cache_seconds=data.cache_seconds, encoder_layers=len(_layers(data.encoder)),
+                    examples={"train": len(data.train), "val": len(data.val),
+                              "dev": len(data.dev)})  # fmt: skip
+    write_json(root / "glue.json", settings)
 
-    shared = config
-
-    def run_all(spec_texts: Sequence[str], run_seeds: Sequence[int]) -> list[dict[str, Any]]:
+    def run_all(spec_texts: Sequence[str], run_seeds: Sequence[int],
+                shared: GlueConfig) -> list[dict[str, Any]]:  # fmt: skip
         done = []
         for text in spec_texts:
             spec = parse_method(text)
-            config = base_config if spec.name == "erm" else shared
+            run = config if spec.name == "erm" else shared
             for seed in run_seeds:
-                run_config = _run_config(spec, seed, config)
-                directory = run_dir(root, spec.label, seed)
-                stored = load_finished(directory, run_config)
-                if stored is not None:
-                    done.append(stored["result"])
-                    continue
-                claim = claim_run(directory)
-                if claim is None:
+
+                def train(directory: Path, spec=spec, seed=seed, run=run) -> dict[str, Any]:
+                    return train_glue_run(spec, data, run, seed, progress=progress,
+                                          metrics=directory / "metrics.jsonl",
+                                          save_model=directory / "model.pt")  # fmt: skip
+
+                result = run_or_load(root, _run_config(spec, seed, run, encoder), train, wait=False)
+                if result is None:
                     log(f"{spec.label} seed {seed}: claimed by another process, skipped")
                     continue
-                with claim:
-                    stored = load_finished(directory, run_config)  # finished meanwhile?
-                    if stored is not None:
-                        done.append(stored["result"])
-                        continue
-                    if (directory / "summary.json").exists():
-                        clear_run(directory)  # a finished run of other settings: replaced
-                    write_json_atomic(directory / "config.json", run_config)
-                    result = train_glue_run(spec, data, config, seed, progress=progress,
-                                            metrics=directory / "metrics.jsonl",
-                                            save_model=directory / "model.pt")  # fmt: skip
-                    write_json_atomic(directory / "summary.json",
-                                      {"config": run_config, "result": result})  # fmt: skip
+                result = {**result, "method": spec.label}
                 done.append(result)
-                log(f"{config.task} {spec.label:>28s} seed {seed}: val {result['val_score']:.4f} "
+                log(f"{run.task} {spec.label:>28s} seed {seed}: val {result['val_score']:.4f} "
                     f"dev {result['dev_score']:.4f} loss {result['train_loss']:.4f} "
                     f"{result['wall_time']:.1f}s")  # fmt: skip
         return done
 
-    base_config = config
+    shared = config
     if lr_from_erm:
         erm = [s for s in specs if parse_method(s).name == "erm"]
         if select_seeds is None or not erm:
             raise ValueError("lr_from_erm needs select_seeds and at least one erm grid point")
-        best = select_glue(run_all(erm, select_seeds), labels)["erm"]
+        best = select_glue(run_all(erm, select_seeds, config), labels)["erm"]
         shared = replace(config, lr=float(parse_method(best).kwargs().get("lr", config.lr)))
         log(f"{config.task}: ERM selected {best}; shared lr for the other methods: {shared.lr:g}")
-        write_json_atomic(root / "glue.json", {**json.loads((root / "glue.json").read_text()),
-                                                "lr_from_erm": best, "shared_lr": shared.lr})  # fmt: skip
+        settings.update(lr_from_erm=best, shared_lr=shared.lr)
+        write_json(root / "glue.json", settings)
     if select_seeds is None:
-        results = run_all(specs, seeds)
+        results = run_all(specs, seeds, shared)
     else:
-        results = run_all(specs, select_seeds)
+        results = run_all(specs, select_seeds, shared)
         winners = select_glue(results, labels)
         rest = [s for s in seeds if s not in select_seeds]
-        results += run_all(list(winners.values()), rest)
+        results += run_all(list(winners.values()), rest, shared)
     write_glue_report(root)
     return results
-
-
-def select_glue(
-    results: Sequence[dict[str, Any]], order: Sequence[str] | None = None
-) -> dict[str, str]:
-    """For each optimizer name, the label with the best mean validation score.
-
-    Only labels in ``order`` (the expanded grid) are candidates when it is given; ties go to the
-    label that comes first in ``order`` (else in sorted order), so the sweep and a later report
-    pick the same configuration.
-    """
-    from tiltedsam.experiments.report import group_by_method
-
-    groups = group_by_method(results)
-    labels = [label for label in order if label in groups] if order is not None else sorted(groups)
-    best: dict[str, tuple[float, str]] = {}
-    for label in labels:
-        name = parse_method(label).name
-        score = statistics.fmean(r["val_score"] for r in groups[label])
-        if name not in best or score > best[name][0]:
-            best[name] = (score, label)
-    return {name: label for name, (_, label) in best.items()}
 
 
 __all__ = [

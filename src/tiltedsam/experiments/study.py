@@ -27,22 +27,19 @@ finished ones are read back (the runs are claimed, so two processes never train 
 
 from __future__ import annotations
 
-import hashlib
-import json
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tiltedsam import __version__
+from tiltedsam._files import write_json
 from tiltedsam._validation import check_unit_interval
-from tiltedsam.data import load_dataset
 from tiltedsam.data.mnist1d import ArrayDataset
-from tiltedsam.experiments.checkpoint import remove_checkpoints
-from tiltedsam.experiments.store import claim_run, write_json_atomic
-from tiltedsam.experiments.sweep import expand_grid
-from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
+from tiltedsam.experiments.configs import DataConfig, TrainConfig, load_config_file, settings
+from tiltedsam.experiments.selection import best_epoch, best_of, best_val, expand_grid, final_val
+from tiltedsam.experiments.store import RunConfig, canonical, full_options, run_key, run_or_load
+from tiltedsam.experiments.train import check_method, check_seeds, train_run
 from tiltedsam.optim import METHODS, MethodSpec, canonical_name, parse_method
 
 STUDY_FILE = "study.json"
@@ -111,20 +108,13 @@ class StudyConfig:
         kwargs["search"] = {k: list(v) for k, v in kwargs.get("search", {}).items()}
         return cls(train=train, **kwargs)
 
+    def data(self, seed: int) -> DataConfig:
+        """The data of the runs with ``seed``: it fixes the subset, the noise and the split."""
+        return DataConfig(self.dataset, self.data_path, self.label_noise, self.train_subset,
+                          self.val_size, seed)  # fmt: skip
+
     def data_settings(self, seed: int) -> dict[str, Any]:
-        return {"name": self.dataset, "label_noise": self.label_noise,
-                "train_subset": self.train_subset, "val_size": self.val_size, "seed": seed}  # fmt: skip
-
-
-def canonical(value: Any) -> Any:
-    """JSON-normalised (tuples become lists, floats stay floats), for keys and comparisons."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def run_key(run_config: dict[str, Any]) -> str:
-    """12 hex digits of the SHA-256 of the canonical run configuration."""
-    text = json.dumps(canonical(run_config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return self.data(seed).settings()
 
 
 @dataclass
@@ -138,81 +128,45 @@ class Study:
 
     # -- runs -------------------------------------------------------------------------------
     def full_options(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Every option a run is trained with: the method's defaults, the run's lr and weight
-        decay, then ``options``, an int given for a float default made a float (``tilt=1`` is
-        the default 1.0); two spellings of one training give one dict, hence one key."""
-        train = self.config.train
-        defaults = {"lr": train.lr, "weight_decay": train.weight_decay, **METHODS[method].defaults}
-        merged = {**defaults, **options}
-        for key, value in options.items():
-            default = defaults.get(key)
-            if (
-                isinstance(default, float)
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-            ):
-                merged[key] = float(value)
-        return canonical(merged)
+        """Every option a run is trained with (:func:`~tiltedsam.experiments.store.full_options`):
+        two spellings of one training give one dict, hence one key."""
+        return full_options(method, options, self.config.train.shared_options())
 
     def run_config(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
-        return canonical({"method": method, "options": self.full_options(method, options),
-                          "seed": seed, "data": self.config.data_settings(seed),
-                          "train": asdict(self.config.train)})  # fmt: skip
+        return self._run(method, options, seed).as_dict()
+
+    def _run(self, method: str, options: dict[str, Any], seed: int) -> RunConfig:
+        return RunConfig(method, self.full_options(method, options), seed,
+                         self.config.data_settings(seed), settings(self.config.train))  # fmt: skip
 
     def run_dir(self, method: str, options: dict[str, Any], seed: int) -> Path:
-        key = run_key(self.run_config(method, options, seed))
-        return self.out / "runs" / method / f"{key}-seed{seed}"
+        return self._run(method, options, seed).directory(self.out)
 
-    def data(self, seed: int) -> ArrayDataset:
+    def dataset(self, seed: int) -> ArrayDataset:
         if seed not in self._data:
             self._data.clear()  # one seed's data at a time: runs are ordered by seed
-            settings = self.config.data_settings(seed)
-            self._data[seed] = load_dataset(settings.pop("name"), self.config.data_path, **settings)
+            self._data[seed] = self.config.data(seed).load()
         return self._data[seed]
-
-    def stored(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
-        summary = self.run_dir(method, options, seed) / "summary.json"
-        if not summary.exists():
-            return None
-        try:
-            stored = json.loads(summary.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"{summary}: unreadable run summary ({err}); delete it to rerun"
-            ) from None
-        if stored.get("config") != self.run_config(method, options, seed):
-            raise ValueError(f"{summary}: written for another configuration than its key says")
-        return stored["result"]
 
     def run(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
         """One run's result: read back if finished, else trained (resuming its checkpoint)."""
-        found = self.stored(method, options, seed)
-        if found is not None:
-            return found
-        directory = self.run_dir(method, options, seed)
-        with claim_run(directory, wait=True) as _claim:
-            found = self.stored(method, options, seed)
-            if found is not None:
-                return found
-            config = self.run_config(method, options, seed)
-            write_json_atomic(directory / "config.json", {**config, "version": __version__})
-            label = spec_label(method, options)
+        label = spec_label(method, options)
+
+        def train(directory: Path) -> dict[str, Any]:
             self.log(f"{self.config.name}: {label} seed {seed}")
             try:
-                result = train_run(MethodSpec(method, dict(options), label), self.data(seed),
-                                   self.config.train, seed, progress=False,
-                                   save_model=directory / "model.pt",
-                                   checkpoint=directory / "checkpoint.pt",
-                                   metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
+                return train_run(MethodSpec(method, dict(options), label), self.dataset(seed),
+                                 self.config.train, seed, progress=False,
+                                 save_model=directory / "model.pt",
+                                 checkpoint=directory / "checkpoint.pt",
+                                 metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
             except FloatingPointError as err:
                 # A configuration that diverges is a result of the tuning (never selected),
                 # not a reason to stop the study.
                 self.log(f"{self.config.name}: {label} seed {seed} diverged")
-                result = {"method": label, "seed": seed, "diverged": str(err), "history": []}
-            write_json_atomic(directory / "summary.json",
-                              {"config": config, "result": result, "version": __version__})  # fmt: skip
-            remove_checkpoints(directory / "checkpoint.pt")
-            return result
+                return {"method": label, "seed": seed, "diverged": str(err), "history": []}
+
+        return run_or_load(self.out, self._run(method, options, seed), train)  # type: ignore[return-value]
 
     # -- the protocol -------------------------------------------------------------------------
     def stage_points(self, method: str, stage: str, incumbent: dict[str, Any]) -> list[dict]:
@@ -281,7 +235,7 @@ class Study:
             early = best_of(tried, best_val)[0]
             selection[method] = {"final": final, "early": early, "budget": len(tried),
                                  "tried": [p for p, _ in tried]}  # fmt: skip
-            write_json_atomic(self.out / STUDY_FILE, self.summary(selection))
+            write_json(self.out / STUDY_FILE, self.summary(selection))
         for seed in self.config.seeds:  # seed-major: one data set in memory at a time
             for method, chosen in selection.items():
                 for options in unique([chosen["final"], chosen["early"]]):
@@ -293,44 +247,12 @@ class Study:
                     # spelled as a grid value would be (5 not 5.0), so one training has one key
                     tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
                     self.run("tsam", {**base, "tilt": tilt}, seed)
-        write_json_atomic(self.out / STUDY_FILE, self.summary(selection, done=True))
+        write_json(self.out / STUDY_FILE, self.summary(selection, done=True))
         return selection
 
     def summary(self, selection: dict[str, Any], done: bool = False) -> dict[str, Any]:
         return canonical({"config": {**asdict(self.config), "train": asdict(self.config.train)},
                           "selection": selection, "finished": done, "version": __version__})  # fmt: skip
-
-
-def final_val(result: dict[str, Any]) -> float:
-    """Validation accuracy of the final epoch (-1 for a run that diverged)."""
-    if result.get("diverged"):
-        return -1.0
-    return float(result["history"][-1]["val_accuracy"])
-
-
-def best_epoch(result: dict[str, Any]) -> dict[str, Any]:
-    """The epoch record with the best validation accuracy (the earliest on ties): early stopping."""
-    history = result["history"]
-    return max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
-
-
-def best_val(result: dict[str, Any]) -> float:
-    """The best validation accuracy over epochs (-1 for a run that diverged)."""
-    if result.get("diverged"):
-        return -1.0
-    return float(best_epoch(result)["val_accuracy"])
-
-
-def best_of(tried, score: Callable[[dict[str, Any]], float]) -> tuple[dict[str, Any], float]:
-    """The (options, mean score) with the highest mean score over seeds; the first on ties."""
-    best: tuple[dict[str, Any], float] | None = None
-    for options, results in tried:
-        value = statistics.fmean(score(r) for r in results)
-        if best is None or value > best[1]:
-            best = (options, value)
-    if best is None:
-        raise ValueError("no configuration was tried")
-    return best
 
 
 def unique(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -356,6 +278,18 @@ def _fmt(value: Any) -> str:
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
-    from tiltedsam.cli import load_config_file
-
     return StudyConfig.from_dict(load_config_file(path))
+
+
+__all__ = [
+    "Study",
+    "StudyConfig",
+    "best_epoch",
+    "best_of",
+    "best_val",
+    "canonical",
+    "final_val",
+    "load_study_config",
+    "run_key",
+    "spec_label",
+]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,13 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tiltedsam._validation import (
-    check_choice,
-    check_int_at_least,
-    check_nonnegative,
-    check_positive,
-    check_unit_interval,
-)
+from tiltedsam._files import save_torch, write_atomic
+from tiltedsam._validation import check_int_at_least
 from tiltedsam.data.cifar import random_crop_flip
 from tiltedsam.data.mnist1d import ArrayDataset
 from tiltedsam.experiments.checkpoint import (
@@ -28,40 +22,13 @@ from tiltedsam.experiments.checkpoint import (
     load_latest,
     save_checkpoint,
 )
-from tiltedsam.models import MODELS, create_model
+from tiltedsam.experiments.configs import TrainConfig, settings
+from tiltedsam.models import create_model
 from tiltedsam.optim import MethodSpec, PerturbationOptimizer, build_optimizer, run_budget
 from tiltedsam.optim.specs import check_spec
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "order_rng", "augment_rng", "torch_rng",
                    "history", "wall_time", "epoch")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings shared by every method in a comparison."""
-
-    model: str = "cnn1d"
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    lr_schedule: str = "cosine"
-
-    def __post_init__(self) -> None:
-        check_choice("model", self.model, sorted(MODELS))
-        check_int_at_least("epochs", self.epochs, 1)
-        check_int_at_least("batch_size", self.batch_size, 1)
-        check_positive("lr", self.lr)
-        check_nonnegative("momentum", self.momentum)
-        check_nonnegative("weight_decay", self.weight_decay)
-        check_unit_interval("label_smoothing", self.label_smoothing)
-        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
-
-    def base_kwargs(self) -> dict[str, Any]:
-        """The base optimizer's settings shared by every method of a run."""
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
 
 @dataclass
@@ -106,17 +73,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return total_loss / len(x), correct / len(x)
 
 
-def _save_atomic(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file (fsynced), then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
 def run_fingerprint(
     method: MethodSpec, data: ArrayDataset, config: TrainConfig, seed: int
 ) -> dict[str, Any]:
@@ -126,7 +82,7 @@ def run_fingerprint(
         "method": method.name,
         "options": method.kwargs(),
         "seed": seed,
-        "train": asdict(config),
+        "train": settings(config),
         "data": {
             "name": data.name,
             "input_shape": list(data.x_train.shape[1:]),
@@ -359,16 +315,14 @@ def train_run(
                 checkpoint,
             )
         if metrics is not None:
-            tmp = metrics.with_name(f".{metrics.name}.{os.getpid()}.tmp")
-            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-            tmp.replace(metrics)
+            write_atomic(metrics, "".join(json.dumps(h) + "\n" for h in history))
     bar.close()
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     train_acc_clean = None
     if data.y_train_clean is not None:
         train_acc_clean = evaluate(model, data.x_train, data.y_train_clean)[1]
     if save_model is not None:
-        _save_atomic(model.state_dict(), save_model)
+        save_torch(save_model, model.state_dict())
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
     last = history[-1]
     return RunResult(

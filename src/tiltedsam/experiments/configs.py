@@ -1,0 +1,135 @@
+"""The harness's settings, each default written once: ``DataConfig`` (which data), ``TrainConfig``
+(how ``compare``/``sweep``/``study`` train) and the config-file reader.
+
+Every field is declared with :func:`option` (default, help, choices); the command line's flags
+are generated from these fields (:mod:`tiltedsam.cli_options`), so a default lives here only.
+:func:`settings` is what a run's configuration (its key in the run store) records of a config:
+every field, except the fields added after run keys were frozen (``since=``) while they hold
+their default, so a run stored before such a field existed keeps its key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from tiltedsam._validation import (
+    check_choice,
+    check_int_at_least,
+    check_nonnegative,
+    check_positive,
+    check_unit_interval,
+)
+from tiltedsam.data import DATASETS, ArrayDataset, load_dataset
+from tiltedsam.models import MODELS
+
+
+def option(default: Any, help: str = "", *, choices: Any = None, flag: str | None = None,
+           cli: bool = True, since: str | None = None) -> Any:  # fmt: skip
+    """A config field: its default, a help line and (for the command line) its allowed values,
+    its flag (default ``--field-name``) and whether it is a flag at all.  ``since`` marks a
+    field added after run keys were frozen: :func:`settings` leaves it out while at its default."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "cli": cli, "since": since}
+    return field(default=default, metadata=metadata)
+
+
+def settings(config: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that define a run (see the module doc)."""
+    values = asdict(config)
+    for f in fields(config):
+        if f.metadata.get("since") and f.default is not MISSING and values[f.name] == f.default:
+            del values[f.name]
+    return values
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data a run trains on: a data set, label noise, a training subset, a validation
+    split and the seed that draws them (0 for ``compare``/``sweep``; a study's run seed)."""
+
+    name: str = option("mnist1d", choices=DATASETS, flag="--dataset")
+    path: str | None = option(None, "data file or folder (default: ../shared/data/ when present; "
+                              "for mnist1d an optional .npz cache)", flag="--data-path")  # fmt: skip
+    label_noise: float = option(0.0, "fraction of flipped labels")
+    train_subset: int | None = option(None, "use N training examples")
+    val_size: int | float = option(0, "validation examples (or fraction)")
+    seed: int = option(0, cli=False)
+
+    def __post_init__(self) -> None:
+        check_choice("dataset", self.name, DATASETS)
+        check_unit_interval("label_noise", self.label_noise)
+
+    def settings(self) -> dict[str, Any]:
+        """What identifies the data in a run's configuration (the path does not)."""
+        return {"name": self.name, "label_noise": self.label_noise,
+                "train_subset": self.train_subset, "val_size": self.val_size, "seed": self.seed}  # fmt: skip
+
+    def load(self) -> ArrayDataset:
+        return load_dataset(self.name, self.path, label_noise=self.label_noise,
+                            val_size=self.val_size, train_subset=self.train_subset, seed=self.seed)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings shared by every method in a comparison."""
+
+    model: str = option("cnn1d", choices=lambda: sorted(MODELS))
+    epochs: int = option(40)
+    batch_size: int = option(64)
+    lr: float = option(0.1)
+    momentum: float = option(0.9)
+    weight_decay: float = option(5e-4)
+    label_smoothing: float = option(0.0)
+    lr_schedule: str = option("cosine", choices=("cosine", "constant"))
+
+    def __post_init__(self) -> None:
+        check_choice("model", self.model, sorted(MODELS))
+        check_int_at_least("epochs", self.epochs, 1)
+        check_int_at_least("batch_size", self.batch_size, 1)
+        check_positive("lr", self.lr)
+        check_nonnegative("momentum", self.momentum)
+        check_nonnegative("weight_decay", self.weight_decay)
+        check_unit_interval("label_smoothing", self.label_smoothing)
+        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
+
+    def base_kwargs(self) -> dict[str, Any]:
+        """The base optimizer's settings shared by every method of a run."""
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
+
+    def shared_options(self) -> dict[str, Any]:
+        """The settings a method spec may override, as a run's full options record them."""
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Options from a TOML (``.toml``) or YAML (``.yaml``/``.yml``) file, keys as the long flags
+    with ``-`` or ``_`` (``batch-size`` or ``batch_size``)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.suffix == ".toml":
+        import tomllib
+
+        try:
+            with open(path, "rb") as handle:
+                values = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path}: not valid TOML: {err}") from None
+    elif path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ValueError(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from None
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    else:
+        raise ValueError(f"config file must end in .toml, .yaml or .yml, got {path.name}")
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a table of options at the top level")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+__all__ = ["DataConfig", "TrainConfig", "load_config_file", "option", "settings"]
