@@ -257,7 +257,7 @@ def test_lr_from_erm_gives_the_selected_erm_lr_to_the_other_methods(tmp_path, ti
         ("lr", 0.0, r"lr must be in \(0, inf\)"),
         ("weight_decay", -0.1, "weight_decay must be in"),
         ("lr_schedule", "step", "lr_schedule must be one of"),
-        ("base", "adam", "base must be one of"),
+        ("base", "lion", "base must be one of"),
         ("warmup", 1.0, r"warmup must be a fraction in \[0, 1\)"),
         ("val_fraction", 0.0, r"val_fraction must be in \(0, 1\)"),
         ("train_subset", 0, "train_subset must be an int >= 1"),

@@ -15,6 +15,7 @@ from tiltedsam.experiments.report import write_compare_report
 from tiltedsam.experiments.store import RunConfig, full_options, run_or_load
 from tiltedsam.experiments.train import check_method, check_seeds, train_run
 from tiltedsam.optim import MethodSpec, expand_methods, parse_method
+from tiltedsam.optim.registry import base_class, base_keywords
 
 
 def data_fingerprint(data: ArrayDataset) -> str:
@@ -67,8 +68,8 @@ def compare(
         check_method(spec, config)
     root = Path(out)
     if data is None:
-        source = DataConfig(dataset, None if data_path is None else str(data_path), label_noise,
-                            train_subset, val_size)  # fmt: skip
+        source = DataConfig(dataset=dataset, data_path=None if data_path is None else str(data_path),
+                            label_noise=label_noise, train_subset=train_subset, val_size=val_size)  # fmt: skip
         data, data_settings = source.load(), source.settings()
     else:
         dataset = data.name
@@ -104,8 +105,10 @@ def compare(
 
 
 def _header(dataset: str, config: TrainConfig, seeds: Sequence[int]) -> str:
+    base = base_class(config.base)
+    momentum = f", momentum {config.momentum}" if "momentum" in base_keywords(base) else ""
     return (
         f"Data set {dataset}, model {config.model}, {config.epochs} epochs, batch "
-        f"{config.batch_size}, SGD lr {config.lr} ({config.lr_schedule}), momentum "
-        f"{config.momentum}, weight decay {config.weight_decay}, seeds {list(seeds)}.\n"
+        f"{config.batch_size}, {base.__name__} lr {config.lr} ({config.lr_schedule}){momentum}, "
+        f"weight decay {config.weight_decay}, seeds {list(seeds)}.\n"
     )

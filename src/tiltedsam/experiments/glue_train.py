@@ -36,65 +36,12 @@ import torch
 from torch import Tensor, nn
 
 from tiltedsam._files import save_torch, write_atomic, write_json
-from tiltedsam._validation import (
-    check_choice,
-    check_int_at_least,
-    check_nonnegative,
-    check_positive,
-    check_unit_interval,
-)
 from tiltedsam.data.glue import TASKS, TextPairs, glue_metrics, load_glue_split
+from tiltedsam.experiments.configs import GlueConfig, settings
 from tiltedsam.experiments.report import write_glue_report
 from tiltedsam.experiments.selection import expand_grid, select_glue
 from tiltedsam.experiments.store import RunConfig, full_options, run_or_load
 from tiltedsam.optim import MethodSpec, build_optimizer, parse_method, run_budget
-
-SCHEDULES = ("linear", "cosine", "constant")
-
-
-@dataclass(frozen=True)
-class GlueConfig:
-    """Settings shared by every run of a GLUE table (the method spec and seed vary)."""
-
-    task: str = "RTE"
-    trainable_layers: int = 1
-    max_length: int = 128
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 1e-4
-    base: str = "adamw"
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.01  # not applied to biases and LayerNorm weights
-    lr_schedule: str = "linear"
-    warmup: float = 0.1  # fraction of all steps with a linear warm-up from 0
-    val_fraction: float = 0.1  # of the GLUE train split, held out for model selection
-    split_seed: int = 0
-    train_subset: int | None = None  # a seeded subset of the remaining training examples
-    group_by_length: bool = True  # batches of similar length (less padding), order still random
-
-    def __post_init__(self) -> None:
-        check_choice("task", self.task, TASKS)
-        for name in ("epochs", "batch_size", "max_length"):
-            check_int_at_least(name, getattr(self, name), 1)
-        check_int_at_least("trainable_layers", self.trainable_layers, 0)
-        check_positive("lr", self.lr)
-        check_nonnegative("momentum", self.momentum)
-        check_nonnegative("weight_decay", self.weight_decay)
-        check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
-        check_choice("base", self.base, ("adamw", "sgd"))
-        if check_unit_interval("warmup", self.warmup) == 1:
-            raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
-        if check_unit_interval("val_fraction", self.val_fraction) in (0, 1):
-            raise ValueError(
-                f"val_fraction must be in (0, 1): selection needs a validation split, "
-                f"got {self.val_fraction}"
-            )
-        if self.train_subset is not None:
-            check_int_at_least("train_subset", self.train_subset, 1)
-
-    def base_kwargs(self) -> dict[str, Any]:
-        """The base optimizer's settings shared by every method (momentum: SGD only)."""
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay}
 
 
 def _load_encoder(path: str | Path | None):
@@ -468,9 +415,10 @@ def train_glue_run(
 
 
 def _run_config(spec: MethodSpec, seed: int, config: GlueConfig, encoder: str) -> RunConfig:
-    shared = {"lr": config.lr, "weight_decay": config.weight_decay}
-    options = full_options(spec.name, spec.options, shared)
-    return RunConfig(spec.name, options, seed, {"name": "glue", "encoder": encoder}, asdict(config))
+    options = full_options(spec.name, spec.options, config.shared_options())
+    return RunConfig(
+        spec.name, options, seed, {"name": "glue", "encoder": encoder}, settings(config)
+    )
 
 
 def glue_sweep(

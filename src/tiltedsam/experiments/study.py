@@ -110,8 +110,9 @@ class StudyConfig:
 
     def data(self, seed: int) -> DataConfig:
         """The data of the runs with ``seed``: it fixes the subset, the noise and the split."""
-        return DataConfig(self.dataset, self.data_path, self.label_noise, self.train_subset,
-                          self.val_size, seed)  # fmt: skip
+        return DataConfig(dataset=self.dataset, data_path=self.data_path,
+                          label_noise=self.label_noise, train_subset=self.train_subset,
+                          val_size=self.val_size, seed=seed)  # fmt: skip
 
     def data_settings(self, seed: int) -> dict[str, Any]:
         return self.data(seed).settings()

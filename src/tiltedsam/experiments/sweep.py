@@ -92,7 +92,8 @@ def sweep(
     earlier = [s for s in sweep_settings(root).get("grid", []) if s not in specs]
     write_json(root / "sweep.json", {"grid": earlier + specs, "select_seeds":
                                      list(select_seeds) if select_seeds is not None else None})  # fmt: skip
-    data = DataConfig(dataset, data_path, label_noise, train_subset, val_size)
+    data = DataConfig(dataset=dataset, data_path=data_path, label_noise=label_noise,
+                      train_subset=train_subset, val_size=val_size)  # fmt: skip
     jobs = _Jobs(root, data, config, workers)
     if select_seeds is None:
         done = jobs.run(specs, seeds)

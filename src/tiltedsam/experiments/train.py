@@ -133,7 +133,7 @@ def check_seeds(seeds: Any) -> list[int]:
 def check_method(method: MethodSpec, config: TrainConfig) -> None:
     """Build ``method``'s optimizer on a dummy parameter, so a bad option fails before training,
     with an error that names the method and the option (and lists the allowed ones)."""
-    check_spec(method, "sgd", config.base_kwargs())
+    check_spec(method, config.base, config.base_kwargs())
 
 
 def _metrics_records(metrics: Path | None) -> int:
@@ -181,7 +181,7 @@ def train_run(
     epochs = config.epochs * run_budget(method)  # ESAM1: TSAM's pass budget
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     total_steps = steps_per_epoch * epochs
-    optimizer = build_optimizer(method, model.parameters(), base="sgd",
+    optimizer = build_optimizer(method, model.parameters(), base=config.base,
                                 base_kwargs=config.base_kwargs(), seed=seed,
                                 total_steps=total_steps, model=model)  # fmt: skip
     scheduler = (
