@@ -11,18 +11,11 @@ import torch
 pytest.importorskip("transformers", reason="the 'text' extra (transformers) is not installed")
 
 from tiltedsam.cli import main
-from tiltedsam.experiments.glue_train import (
-    GlueConfig,
-    TopLayers,
-    batch_order,
-    encode_frozen,
-    load_glue_data,
-    pad_states,
-    select_glue,
-    split_train,
-    train_glue_run,
-)
-from tiltedsam.experiments.report import glue_summary
+from tiltedsam.data.glue_cache import batch_order, encode_frozen, split_train
+from tiltedsam.experiments.glue import GlueConfig, load_glue_data, train_glue_run
+from tiltedsam.experiments.glue_report import glue_summary
+from tiltedsam.experiments.selection import select_glue
+from tiltedsam.models.text import TopLayers, pad_states
 from tiltedsam.optim import parse_method
 
 WORDS = ("the a man woman dog cat plays eats runs sleeps guitar food park house is not "

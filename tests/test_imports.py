@@ -1,5 +1,6 @@
-"""The package's modules import each other without cycles (imports inside functions and under
-``TYPE_CHECKING`` included): every layer depends only on the layers below it."""
+"""The package's shape: its modules import each other without cycles (imports inside functions
+and under ``TYPE_CHECKING`` included), so every layer depends only on the layers below it, and
+no module grows past one job's size."""
 
 from __future__ import annotations
 
@@ -85,3 +86,14 @@ def test_the_finder_sees_a_cycle_hidden_inside_a_function(tmp_path):
 def test_no_import_cycles_in_the_package():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+MAX_LINES = 400
+
+
+def test_every_module_is_small():
+    """One job per module: none grows past ~400 lines (split it by job instead)."""
+    sizes = {p.relative_to(SRC).as_posix(): len(p.read_text().splitlines())
+             for p in SRC.rglob("*.py")}  # fmt: skip
+    large = {name: n for name, n in sizes.items() if n > MAX_LINES}
+    assert not large, f"modules over {MAX_LINES} lines: {large}"

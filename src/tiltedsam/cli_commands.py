@@ -49,7 +49,7 @@ def study(args: argparse.Namespace) -> None:
 
 
 def glue(args: argparse.Namespace) -> None:
-    from tiltedsam.experiments.glue_train import glue_sweep
+    from tiltedsam.experiments.glue import glue_sweep
 
     config = config_from_args(GlueConfig, args)
     glue_sweep(args.grid, config=config, seeds=args.seeds, select_seeds=args.select_seeds,
@@ -59,7 +59,8 @@ def glue(args: argparse.Namespace) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    from tiltedsam.experiments.report import glue_summary, write_glue_report, write_sweep_report
+    from tiltedsam.experiments.glue_report import glue_summary, write_glue_report
+    from tiltedsam.experiments.report import write_sweep_report
 
     glue = [Path(root, "glue.json").exists() for root in args.root]
     if len(args.root) > 1 and all(glue):
@@ -133,7 +134,7 @@ def _batch_sizes(text: str | None, models: list[str]) -> dict[str, int]:
 def bench(args: argparse.Namespace) -> None:
     import json
 
-    from tiltedsam.bench.runner import (
+    from tiltedsam.bench import (
         markdown,
         plot_scaling,
         run_bench,

@@ -26,80 +26,22 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from tiltedsam._files import save_figure
+from tiltedsam.bench.cases import (
+    BENCH_MODELS,
+    METHODS,
+    Built,
+    Case,
+    bench_methods,
+    build_case,
+    takes_samples,
+)
 from tiltedsam.bench.memory import cpu_peak_bytes, cuda_peak_bytes
-from tiltedsam.bench.reference import OfficialTSAMReference
-from tiltedsam.models import create_model
-from tiltedsam.optim import METHODS as optim_table
-from tiltedsam.optim import MethodSpec, build_optimizer, method_info
-
-
-def optim_methods() -> list[str]:
-    return list(optim_table)
-
-
-# name -> (input shape, default batch size)
-BENCH_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
-    "mlp": ((1, 40), 64),
-    "cnn1d": ((1, 40), 64),
-    "resnet8": ((3, 32, 32), 32),
-    "resnet18": ((3, 32, 32), 8),
-}
-# A bench method is a method of the table (tiltedsam.optim.METHODS, with the harness defaults),
-# one of these variants of one, or "official" (the official-semantics reference loop).  "tsam" is
-# always TSAM's sequential path, "batched" its vmap path; "resample" is tsam-resample.
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "tsam": ("tsam", {"batched": False}),
-    "batched": ("tsam", {"batched": True}),
-    "resample": ("tsam-resample", {}),
-    "resample-shared": ("tsam-resample", {"ascent": "shared"}),
-    "resample-none": ("tsam-resample", {"ascent": "none"}),
-}
-METHODS = ("erm", "sam", "tsam", "official", "resample")  # the default selection
-BASE_KWARGS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
-
-
-def bench_methods() -> tuple[str, ...]:
-    """Every name ``--methods`` takes: the table's methods, the variants and ``official``."""
-    return tuple(dict.fromkeys([*optim_methods(), *VARIANTS, "official"]))
-
-
-def takes_samples(method: str) -> bool:
-    """The method runs at each s (it takes ``num_samples``; ``official`` does)."""
-    name = VARIANTS.get(method, (method, {}))[0]
-    return method == "official" or "num_samples" in method_info(name).options
-
-
-@dataclass(frozen=True)
-class Case:
-    model: str
-    method: str
-    s: int = 0  # 0 for erm and sam
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} s={self.s}" if self.s else self.method
-
-    @property
-    def forward_only(self) -> bool:
-        """Some of its passes are forward only (tsam-resample's scoring): no pass floor."""
-        return VARIANTS.get(self.method, (self.method, {}))[0] == "tsam-resample"
-
-
-@dataclass
-class Built:
-    step: Callable[[], Any]
-    holders: list[Any] = field(default_factory=list)
-    num_params: int = 0
-    passes: int = 1  # closure calls of one step (tsam-resample: s of them forward only)
 
 
 def keep_heap() -> bool:
@@ -125,71 +67,6 @@ def keep_heap() -> bool:
         return False
     settings = ((-3, 32 << 20), (-1, 2**31 - 1), (-2, 64 << 20))  # MMAP_THRESHOLD, TRIM, TOP_PAD
     return all(mallopt(key, value) == 1 for key, value in settings)
-
-
-def build_case(
-    case: Case,
-    *,
-    batch_size: int | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    model_kwargs: dict[str, Any] | None = None,
-) -> Built:
-    """A model, a batch and the optimizer for ``case``; ``step()`` runs one training step."""
-    shape, default_batch = BENCH_MODELS.get(case.model, ((1, 40), 64))
-    batch = batch_size or default_batch
-    torch.manual_seed(seed)
-    if model_kwargs:
-        from tiltedsam.models import MLP
-
-        model = MLP(in_channels=shape[0], length=shape[-1], num_classes=10, **model_kwargs)
-    else:
-        model = create_model(case.model, shape, 10)
-    model = model.to(device)
-    gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(batch, *shape, generator=gen).to(device)
-    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def closure(backward: bool = True):
-        loss = loss_fn(model(x), y)
-        if backward:
-            loss.backward()
-        return loss
-
-    params = list(model.parameters())
-    num_params = sum(p.numel() for p in params)
-    if case.method == "official":
-        opt: Any = OfficialTSAMReference(model, torch.optim.SGD, tilt=1.0, num_samples=case.s,
-                                         rho=0.05, radius=1.0, **BASE_KWARGS)  # fmt: skip
-        passes = 2 * case.s
-    elif case.method in bench_methods():
-        name, options = VARIANTS.get(case.method, (case.method, {}))
-        if case.s:
-            options = {**options, "num_samples": case.s}
-        spec = MethodSpec(name, options, case.label)
-        opt = build_optimizer(spec, params, base="sgd", base_kwargs=BASE_KWARGS, seed=seed,
-                              model=model)  # fmt: skip
-        passes = getattr(opt, "passes_per_step", 1)
-        if case.method == "batched":
-            from tiltedsam.closures import make_closure
-
-            closure = make_closure(model, loss_fn, x, y)  # type: ignore[assignment]
-    else:
-        raise ValueError(f"method must be one of {bench_methods()}, got {case.method!r}")
-
-    if case.method == "official":
-
-        def step() -> None:
-            opt.zero_grad()
-            opt.step(closure)
-    else:
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            opt.step(closure)
-
-    return Built(step=step, holders=[model, opt, x, y], num_params=num_params, passes=passes)
 
 
 def _sync(device: str) -> None:
@@ -225,13 +102,13 @@ def _cases(model: str, methods: Sequence[str], samples: Sequence[int]) -> list[C
     return cases + [Case(model, m, s) for s in samples for m in methods if takes_samples(m)]
 
 
-def _median(values: list[float]) -> float:
+def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
 def ratio_rows(model: str, times: dict[Case, dict[str, list[float]]], samples: Sequence[int]):
     """Per s: TSAM / (2s·ERM), TSAM / official, resample / SAM (wall and CPU medians)."""
-    med = {case: {k: _median(v) for k, v in t.items()} for case, t in times.items()}
+    med = {case: {k: median(v) for k, v in t.items()} for case, t in times.items()}
     erm = med.get(Case(model, "erm"))
     sam = med.get(Case(model, "sam"))
     rows = []
@@ -355,9 +232,9 @@ def run_bench(
         times = time_cases(built, repeats=repeats, warmup=warmup, device=device)
         del built
         erm = times[Case(model, "erm")]
-        erm_med = {k: _median(v) for k, v in erm.items()}
+        erm_med = {k: median(v) for k, v in erm.items()}
         for case, t in times.items():
-            wall, cpu = _median(t["wall"]), _median(t["cpu"])
+            wall, cpu = median(t["wall"]), median(t["cpu"])
             floor = None if case.forward_only else passes[case]
             result.timing.append({
                 "model": model, "params": num_params, "batch": batch, "method": case.method,
@@ -376,228 +253,12 @@ def run_bench(
     return result
 
 
-# ---------------------------------------------------------------------- tables
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """A Markdown table as lines."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def markdown(result: BenchResult) -> str:
-    """The three tables (ratios, step times, memory) as Markdown, with the setting on top."""
-    st = result.setting
-    setting = (
-        f"torch {st['torch']}, {st['device']}"
-        + (f" ({st['device_name']})" if st.get("device_name") else "")
-        + f", {st['threads']} thread(s), median of {st['repeats']} interleaved rounds, "
-        + ("glibc heap kept (--keep-heap)" if st.get("heap") == "kept" else "default allocator")
-        + "; batch "
-        + ", ".join(f"{m} {b}" for m, b in st["batch_sizes"].items())
-        + "."
-    )
-    names = ("tsam_over_floor", "tsam_over_official", "resample_over_sam", "batched_over_tsam")
-    titles = ("TSAM / (2s·ERM)", "TSAM / official", "resample / SAM", "batched / TSAM")
-    lines = [setting, ""]
-    lines += _table(
-        [
-            "model",
-            "s",
-            *(f"{t} {c}" if c == "wall" else c for t in titles for c in ("wall", "cpu")),
-        ],
-        (
-            [
-                r["model"],
-                str(r["s"]),
-                *(_fmt(r.get(f"{n}_{c}")) for n in names for c in ("wall", "cpu")),
-            ]
-            for r in result.ratios
-        ),
-    )
-
-    def passes(r: dict[str, Any]) -> str:
-        if Case(r["model"], r["method"], r["s"]).forward_only:
-            return f"{r['s']} fwd + {r['passes'] - r['s']}"
-        return str(r["passes"])
-
-    lines.append("")
-    lines += _table(
-        ["model", "params", "method", "s", "passes", "wall ms", "cpu ms", "wall / (passes·ERM)",
-         "cpu / (passes·ERM)"],
-        (
-            [r["model"], f"{r['params']:,}", r["method"], str(r["s"] or ""), passes(r),
-             f"{r['wall_ms']:.2f}", f"{r['cpu_ms']:.2f}", _fmt(r["wall_over_floor"]),
-             _fmt(r["cpu_over_floor"])]
-            for r in result.timing
-        ),
-    )  # fmt: skip
-    if result.memory:
-        lines.append("")
-        lines += _table(
-            ["model", "method", "s", "peak MB", "extra over ERM (MB)", "extra / parameter bytes"],
-            (
-                [r["model"], r["method"], str(r["s"] or ""), f"{r['peak_bytes'] / 2**20:.2f}",
-                 f"{r['extra_over_erm_bytes'] / 2**20:.2f}", f"{r['param_buffers']:.2f}"]
-                for r in result.memory
-            ),
-        )  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------- scaling
-def scaling_vs_s(
-    model: str = "cnn1d",
-    samples: Sequence[int] = (1, 2, 3, 4, 5, 6, 8),
-    *,
-    repeats: int = 20,
-    batch_size: int | None = None,
-    methods: Sequence[str] = ("tsam", "official"),
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Median step time (wall and CPU) against s for ``methods``, with ERM for the 2s line."""
-    cases = [Case(model, "erm")] + [Case(model, m, s) for s in samples for m in methods]
-    built = {c: build_case(c, batch_size=batch_size, device=device) for c in cases}
-    times = time_cases(built, repeats=repeats, device=device)
-    out: dict[str, Any] = {"model": model, "samples": list(samples), "erm": {}, "methods": {}}
-    out["erm"] = {k: _median(v) for k, v in times[Case(model, "erm")].items()}
-    for m in methods:
-        out["methods"][m] = {
-            clock: [_median(times[Case(model, m, s)][clock]) for s in samples]
-            for clock in ("wall", "cpu")
-        }
-    return out
-
-
-def scaling_vs_params(
-    widths: Sequence[int] = (32, 128, 512, 1024, 2048),
-    s: int = 3,
-    *,
-    repeats: int = 20,
-    batch_size: int = 64,
-    methods: Sequence[str] = ("tsam", "official"),
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Step time / (2s·ERM) against the parameter count of an MLP of growing width."""
-    out: dict[str, Any] = {"s": s, "widths": list(widths), "params": [], "methods": {}}
-    for m in methods:
-        out["methods"][m] = {"wall": [], "cpu": []}
-    for width in widths:
-        kw = {"hidden": width}
-        cases = [Case(f"mlp{width}", "erm")] + [Case(f"mlp{width}", m, s) for m in methods]
-        built = {c: build_case(c, batch_size=batch_size, device=device, model_kwargs=kw)
-                 for c in cases}  # fmt: skip
-        out["params"].append(next(iter(built.values())).num_params)
-        times = time_cases(built, repeats=repeats, device=device)
-        erm = {k: _median(v) for k, v in times[cases[0]].items()}
-        for case in cases[1:]:
-            for clock in ("wall", "cpu"):
-                value = _median(times[case][clock]) / (2 * s * erm[clock])
-                out["methods"][case.method][clock].append(value)
-    return out
-
-
-def scaling_markdown(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None) -> str:
-    """The scaling measurements as Markdown tables (CPU-time medians)."""
-    lines: list[str] = []
-    if vs_s is not None:
-        methods = list(vs_s["methods"])
-        erm = vs_s["erm"]["cpu"]
-        lines += [f"{vs_s['model']}: step time (ms, CPU) against s", ""]
-        lines += _table(
-            ["s", "ideal 2s·ERM", *methods],
-            (
-                [str(s), f"{1e3 * 2 * s * erm:.1f}",
-                 *(f"{1e3 * vs_s['methods'][m]['cpu'][i]:.1f}" for m in methods)]
-                for i, s in enumerate(vs_s["samples"])
-            ),
-        )  # fmt: skip
-        lines.append("")
-    if vs_params is not None:
-        methods = list(vs_params["methods"])
-        widths = zip(vs_params["widths"], vs_params["params"], strict=True)
-        lines += [f"MLP of growing width, s = {vs_params['s']}: step time / (2s·ERM), CPU", ""]
-        lines += _table(
-            ["hidden width", "parameters", *methods],
-            (
-                [str(w), f"{n:,}", *(f"{vs_params['methods'][m]['cpu'][i]:.3f}" for m in methods)]
-                for i, (w, n) in enumerate(widths)
-            ),
-        )  # fmt: skip
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _save(fig: Any, ax: Any, path: Path) -> Path:
-    """Legend, grid, layout; write ``path`` and close the figure."""
-    import matplotlib.pyplot as plt
-
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
-
-
-def plot_scaling(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None, out_dir: Path,
-                 clock: str = "cpu") -> list[Path]:  # fmt: skip
-    """Small PNGs: step time vs s with the ideal 2s·ERM line; time/(2s·ERM) vs parameters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    names = {"tsam": "TSAM (ours)", "official": "official semantics", "resample": "tsam-resample"}
-    if vs_s is not None:
-        fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=90)
-        samples = vs_s["samples"]
-        erm = vs_s["erm"][clock]
-        ax.plot(samples, [1e3 * 2 * s * erm for s in samples], "k--", label="ideal 2s·ERM")
-        for m, series in vs_s["methods"].items():
-            ax.plot(samples, [1e3 * v for v in series[clock]], "o-", label=names.get(m, m))
-        ax.set_xticks(samples)
-        ax.set_xlabel("samples s")
-        ax.set_ylabel(f"step time, ms ({clock})")
-        ax.set_title(f"{vs_s['model']}: step time vs s", fontsize=10)
-        written.append(_save(fig, ax, out_dir / "bench_time_vs_s.png"))
-    if vs_params is not None:
-        fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=90)
-        params = vs_params["params"]
-        ax.axhline(1.0, color="k", linestyle="--", label="ideal 2s·ERM")
-        for m, series in vs_params["methods"].items():
-            ax.plot(params, series[clock], "o-", label=names.get(m, m))
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters (MLP of growing width)")
-        ax.set_ylabel(f"step time / (2s·ERM) ({clock})")
-        ax.set_title(f"s = {vs_params['s']}: overhead vs model size", fontsize=10)
-        written.append(_save(fig, ax, out_dir / "bench_overhead_vs_params.png"))
-    return written
-
-
 __all__ = [
-    "BENCH_MODELS",
-    "METHODS",
     "BenchResult",
-    "Case",
-    "build_case",
     "keep_heap",
-    "markdown",
+    "median",
     "memory_rows",
-    "plot_scaling",
     "ratio_rows",
     "run_bench",
-    "scaling_markdown",
-    "scaling_vs_params",
-    "scaling_vs_s",
     "time_cases",
 ]
