@@ -50,6 +50,13 @@ def flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
+def base_step(opt, model, x, y):
+    """One step of a plain torch optimizer (the caller zeroes the gradients)."""
+    opt.zero_grad()
+    closure_for(model, x, y)()
+    opt.step()
+
+
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("base,kw", [("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}),
                                      ("adamw", {"lr": 1e-2})])  # fmt: skip
@@ -60,9 +67,7 @@ def test_zero_radius_reproduces_the_base_optimizer_bit_for_bit(name, base, kw):
     ref_opt = create_optimizer("erm", ref.parameters(), base=base, **kw)
     for _ in range(10):
         opt.step(closure_for(model, x, y))
-        ref_opt.zero_grad()
-        closure_for(ref, x, y)()
-        ref_opt.step()
+        base_step(ref_opt, ref, x, y)
     assert torch.equal(flat(model), flat(ref))
 
 
@@ -169,9 +174,7 @@ def test_a_plain_base_optimizer_checkpoint_loads(name):
     model, ref = make_mlp(), make_mlp()
     plain = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(3):
-        plain.zero_grad()
-        closure_for(model, x, y)()
-        plain.step()
+        base_step(plain, model, x, y)
     ref.load_state_dict(model.state_dict())
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
     ref_opt.load_state_dict(copy.deepcopy(plain.state_dict()))  # (loading shares the tensors)
@@ -180,9 +183,7 @@ def test_a_plain_base_optimizer_checkpoint_loads(name):
     assert opt.state[next(model.parameters())]["step"] == 3
     for _ in range(3):
         opt.step(closure_for(model, x, y))
-        ref_opt.zero_grad()
-        closure_for(ref, x, y)()
-        ref_opt.step()
+        base_step(ref_opt, ref, x, y)
     assert torch.equal(flat(model), flat(ref))
     assert opt.step_count == 3  # the perturbation state started fresh
 
