@@ -89,8 +89,10 @@ def from_legacy_state_dict(state_dict: Any) -> Any:
 class PerturbationOptimizer(torch.optim.Optimizer):
     """Base class: wraps ``base_optimizer_cls(self.param_groups, **base_kwargs)``.
 
-    Subclasses implement ``step(closure)`` with ``_begin_step``, ``_evaluate``, ``_restore`` and
-    ``_finish_step``, and report ``passes_per_step`` (closure calls per step).
+    Subclasses implement ``step(closure)`` with ``ctx = self._begin_step()``, the context's
+    ``evaluate``/``grads``/``restore`` and ``self._finish_step(grads, losses)``, and report
+    ``passes_per_step`` (closure calls per step).  ``opt.param_groups`` and ``opt.state`` are the
+    base optimizer's own (torch's contract); ``opt.context`` is the :class:`StepContext`.
     """
 
     # Keywords every subclass passes through to this class (the registry lists them as options).

@@ -16,14 +16,9 @@ from tiltedsam.experiments.report import write_sweep_report
 from tiltedsam.experiments.store import RunConfig, full_options, run_key, run_or_load
 from tiltedsam.experiments.sweep import sweep
 
-from .reliability.conftest import tiny_data, write_mnist
+from .conftest import tiny_data
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "tiltedsam"
-
-
-@pytest.fixture
-def mnist_file(tmp_path: Path) -> Path:
-    return write_mnist(tmp_path / "mnist.npz")
+SRC = Path(__file__).resolve().parents[2] / "src" / "tiltedsam"
 
 
 def summaries(root: Path) -> dict[Path, int]:
