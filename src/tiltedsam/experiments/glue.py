@@ -214,8 +214,7 @@ def glue_sweep(
     settings = {"task": config.task, "grid": list(grid), "seeds": list(seeds),
                 "select_seeds": list(select_seeds) if select_seeds is not None else None,
                 "encoder": encoder, "config": asdict(config)}  # fmt: skip
-    write_json(root / "glue.json", settings)
-    if data is None:
+    if data is None:  # (before anything is written: a missing task folder leaves no directory)
         data = load_glue_data(config, data_path, encoder_path, log=log)
     settings.update(cache_seconds=data.cache_seconds, encoder_layers=len(encoder_layers(data.encoder)),
                     examples={"train": len(data.train), "val": len(data.val),
