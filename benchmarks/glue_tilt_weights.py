@@ -17,13 +17,8 @@ import argparse
 import torch
 
 from tiltedsam.data.glue import TASKS, load_glue_split
-from tiltedsam.experiments.glue_train import (
-    TopLayers,
-    _load_encoder,
-    default_glue_root,
-    encode_frozen,
-    pad_states,
-)
+from tiltedsam.data.glue_cache import default_glue_root, encode_frozen
+from tiltedsam.models.text import TopLayers, load_encoder, pad_states
 from tiltedsam.optim import create_optimizer
 
 
@@ -37,7 +32,7 @@ def main() -> None:
     parser.add_argument("--no-dropout", action="store_true", help="train in eval mode")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    encoder, tokenizer = _load_encoder(None)
+    encoder, tokenizer = load_encoder(None)
     pairs = load_glue_split(args.data_path, args.task, "train")
     n = args.examples
     states = encode_frozen(encoder, tokenizer, pairs.text_a[:n], pairs.text_b[:n],

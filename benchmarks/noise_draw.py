@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from tiltedsam.bench.runner import BENCH_MODELS
+from tiltedsam.bench.cases import BENCH_MODELS
 from tiltedsam.models import create_model
 
 

@@ -5,6 +5,8 @@
   Any other missing nav file still fails the build.
 * How-to guides: every ``docs/howto/*.md`` not named in the nav is appended to the "How-to"
   section, sorted by file name, so a new guide shows up without editing mkdocs.yml.
+* The method table: ``{{ method_table }}`` in a page becomes the table of
+  ``tiltedsam.optim.METHODS``, so a method added to the table shows up in the docs by itself.
 """
 
 from __future__ import annotations
@@ -74,3 +76,16 @@ def on_config(config: Any) -> Any:
             log.info("nav: appended %s to %s", ", ".join(missing), HOWTO_SECTION)
     config["nav"] = nav
     return config
+
+
+METHOD_TABLE = "{{ method_table }}"
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    """``{{ method_table }}`` on a line of its own becomes the method table of
+    ``tiltedsam.optim.METHODS`` (names, rules, passes, the harness's defaults)."""
+    if METHOD_TABLE not in markdown:
+        return markdown
+    from tiltedsam.optim import method_table
+
+    return markdown.replace(METHOD_TABLE, method_table().rstrip("\n"))

@@ -16,7 +16,7 @@ from torch import nn
 
 from tiltedsam import make_closure
 from tiltedsam.optim import TSAM
-from tiltedsam.optim.batched import ineligibility, should_batch
+from tiltedsam.optim.batched import BatchedPath
 
 
 def mlp() -> nn.Module:
@@ -132,6 +132,17 @@ def test_skip_sample_drops_the_same_samples():
     assert torch.equal(o_bat.last_step.mask, o_seq.last_step.mask)
     assert torch.allclose(m_bat.weight, m_seq.weight, rtol=1e-7, atol=1e-9)
     assert torch.isfinite(m_bat.weight).all()
+
+
+def ineligibility(opt, closure):
+    """Why ``opt``'s next step cannot be batched (None if it can)."""
+    ctx = opt._begin_step(save_theta=False)
+    return opt.batching.ineligibility(ctx, closure, opt.sampler)
+
+
+def should_batch(opt, closure):
+    ctx = opt._begin_step(save_theta=False)
+    return opt.batching.should_run(ctx, closure, opt.sampler, opt.num_samples)
 
 
 def test_auto_stays_sequential_on_cpu():
@@ -376,13 +387,13 @@ class EMA(nn.Module):
 
 
 def test_auto_falls_back_to_the_sequential_step_when_vmap_fails(monkeypatch):
-    import tiltedsam.optim.batched as batched_path
-
     # Pretend "auto" chooses the batched path where it can (it only does so on CUDA).
     monkeypatch.setattr(
-        batched_path,
-        "should_batch",
-        lambda opt, closure: opt.batched is not False and ineligibility(opt, closure) is None,
+        BatchedPath,
+        "should_run",
+        lambda self, ctx, closure, sampler, s: (
+            self.mode is not False and self.ineligibility(ctx, closure, sampler) is None
+        ),
     )
 
     def go(batched):

@@ -1,9 +1,11 @@
 """One contract that every optimizer in the registry passes (``erm`` is torch.optim itself)."""
 
+import copy
+
 import pytest
 import torch
 
-from tiltedsam.optim import REGISTRY, PerturbationOptimizer, create_optimizer
+from tiltedsam.optim import METHODS, PerturbationOptimizer, create_optimizer
 
 from .conftest import closure_for, make_mlp, make_regression
 
@@ -37,18 +39,25 @@ ACTIVE = {
     "tsam-naive": ({"tilt": 5.0, "num_samples": 4, "rho": 0.5}, 4),
     "tsam-resample": ({"tilt": 5.0, "num_samples": 3}, 5),
 }
-METHODS = sorted(set(REGISTRY) - {"erm"})
+NAMES = sorted(set(METHODS) - {"erm"})
 
 
 def test_the_contract_covers_every_registered_method():
-    assert set(NEUTRAL) == set(ACTIVE) == set(METHODS)
+    assert set(NEUTRAL) == set(ACTIVE) == set(NAMES)
 
 
 def flat(model):
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-@pytest.mark.parametrize("name", METHODS)
+def base_step(opt, model, x, y):
+    """One step of a plain torch optimizer (the caller zeroes the gradients)."""
+    opt.zero_grad()
+    closure_for(model, x, y)()
+    opt.step()
+
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("base,kw", [("sgd", {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3}),
                                      ("adamw", {"lr": 1e-2})])  # fmt: skip
 def test_zero_radius_reproduces_the_base_optimizer_bit_for_bit(name, base, kw):
@@ -58,13 +67,11 @@ def test_zero_radius_reproduces_the_base_optimizer_bit_for_bit(name, base, kw):
     ref_opt = create_optimizer("erm", ref.parameters(), base=base, **kw)
     for _ in range(10):
         opt.step(closure_for(model, x, y))
-        ref_opt.zero_grad()
-        closure_for(ref, x, y)()
-        ref_opt.step()
+        base_step(ref_opt, ref, x, y)
     assert torch.equal(flat(model), flat(ref))
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", NAMES)
 def test_state_dict_round_trip_continues_identically(name):
     x, y = make_regression()
     kw = {**ACTIVE[name][0], "lr": 0.05, "momentum": 0.9}
@@ -81,7 +88,8 @@ def test_state_dict_round_trip_continues_identically(name):
     for _ in range(3):
         opt.step(closure_for(model, x, y))
     saved = {"model": model.state_dict(), "opt": opt.state_dict()}
-    assert saved["opt"]["base"]["state"], "momentum buffers are checkpointed"
+    assert saved["opt"]["state"], "momentum buffers are checkpointed"
+    assert set(saved["opt"]) == {"state", "param_groups", "perturbation"}  # torch's layout
     model2 = make_mlp(seed=5)
     opt2 = build(model2)
     model2.load_state_dict(saved["model"])
@@ -91,7 +99,7 @@ def test_state_dict_round_trip_continues_identically(name):
     assert torch.equal(flat(model2), flat(full))
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", NAMES)
 def test_param_groups_with_different_lr(name):
     x, y = make_regression()
     model = make_mlp()
@@ -106,7 +114,7 @@ def test_param_groups_with_different_lr(name):
     assert not all(torch.equal(a, b) for a, b in zip(last, model[2].parameters(), strict=True))
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", NAMES)
 def test_frozen_and_none_grad_parameters_are_left_alone(name):
     x, y = make_regression()
     model = make_mlp()
@@ -122,7 +130,7 @@ def test_frozen_and_none_grad_parameters_are_left_alone(name):
     assert unused.grad is None
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", NAMES)
 def test_closure_is_required_and_called_the_documented_number_of_times(name):
     x, y = make_regression()
     model = make_mlp()
@@ -141,3 +149,67 @@ def test_closure_is_required_and_called_the_documented_number_of_times(name):
     for _ in range(2):
         opt.step(counting)
     assert len(calls) == 2 * passes == 2 * opt.passes_per_step
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_is_the_base_optimizers_state(name):
+    """torch's contract: ``opt.state`` holds the momenta (schedulers' checks, Lightning and
+    Accelerate checkpoint code and users read it), before and after ``load_state_dict``."""
+    x, y = make_regression()
+    model = make_mlp()
+    opt = create_optimizer(name, model.parameters(), **ACTIVE[name][0], lr=0.05, momentum=0.9)
+    opt.step(closure_for(model, x, y))
+    assert opt.state is opt.base_optimizer.state
+    assert set(opt.state) == set(model.parameters())
+    assert all("momentum_buffer" in s for s in opt.state.values())
+    opt.load_state_dict(opt.state_dict())
+    assert opt.state is opt.base_optimizer.state and len(opt.state) == 4
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_plain_base_optimizer_checkpoint_loads(name):
+    """Switching a run from AdamW to TSAM(AdamW) mid-training: the wrapper takes AdamW's own
+    state dict and continues exactly as AdamW would (neutral settings: the same update)."""
+    x, y = make_regression()
+    model, ref = make_mlp(), make_mlp()
+    plain = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        base_step(plain, model, x, y)
+    ref.load_state_dict(model.state_dict())
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    ref_opt.load_state_dict(copy.deepcopy(plain.state_dict()))  # (loading shares the tensors)
+    opt = create_optimizer(name, model.parameters(), base="adamw", lr=1e-2, **NEUTRAL[name])
+    opt.load_state_dict(copy.deepcopy(plain.state_dict()))
+    assert opt.state[next(model.parameters())]["step"] == 3
+    for _ in range(3):
+        opt.step(closure_for(model, x, y))
+        base_step(ref_opt, ref, x, y)
+    assert torch.equal(flat(model), flat(ref))
+    assert opt.step_count == 3  # the perturbation state started fresh
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_checkpoint_in_the_earlier_layout_still_loads(name):
+    """Checkpoints written before issue #18 hold ``{"base": ..., "perturbation": ...}``."""
+    x, y = make_regression()
+    kw = {**ACTIVE[name][0], "lr": 0.05, "momentum": 0.9}
+    full = make_mlp()
+    full_opt = create_optimizer(name, full.parameters(), **kw)
+    for _ in range(4):
+        full_opt.step(closure_for(full, x, y))
+    model = make_mlp()
+    opt = create_optimizer(name, model.parameters(), **kw)
+    for _ in range(2):
+        opt.step(closure_for(model, x, y))
+    now = opt.state_dict()
+    legacy = {"base": {"state": now["state"], "param_groups": now["param_groups"]},
+              "perturbation": now["perturbation"]}  # fmt: skip
+    model2 = make_mlp(seed=5)
+    model2.load_state_dict(model.state_dict())
+    opt2 = create_optimizer(name, model2.parameters(), **kw)
+    opt2.load_state_dict(legacy)
+    for _ in range(2):
+        opt2.step(closure_for(model2, x, y))
+    assert torch.equal(flat(model2), flat(full))
+    with pytest.raises(ValueError, match="keys 'state' and 'param_groups'"):
+        opt2.load_state_dict({"momenta": {}})

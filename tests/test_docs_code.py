@@ -94,6 +94,9 @@ def test_python_blocks_run(page: str, tmp_path, monkeypatch) -> None:
     torch.set_num_threads(1)
     namespace: dict = {"__name__": f"docs:{page}"}
     executed = 0
+    from tiltedsam.optim import METHODS
+
+    methods = dict(METHODS)  # a page may register a method: the table is restored after it
     try:
         for block in blocks:
             reason = skip_reason(block)
@@ -110,6 +113,8 @@ def test_python_blocks_run(page: str, tmp_path, monkeypatch) -> None:
             executed += 1
     finally:
         torch.set_num_threads(threads)
+        METHODS.clear()
+        METHODS.update(methods)
     if page == "README.md":
         assert isinstance(namespace["opt"].last_step.weights, torch.Tensor)
     assert executed or all(skip_reason(b) for b in blocks)

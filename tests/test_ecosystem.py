@@ -9,13 +9,13 @@ import torch
 from torch.nn import functional as F
 
 from tiltedsam import TSAM, make_closure
-from tiltedsam.experiments.methods import SEEDED
-from tiltedsam.optim import REGISTRY, create_optimizer
+from tiltedsam.optim import METHODS as TABLE
+from tiltedsam.optim import create_optimizer
 
 from .conftest import closure_for, make_mlp, make_regression
 from .test_contract import ACTIVE
 
-METHODS = sorted(set(REGISTRY) - {"erm"})
+METHODS = sorted(set(TABLE) - {"erm"})
 
 
 def flat(model):
@@ -23,7 +23,7 @@ def flat(model):
 
 
 def make(name, model, **kw):
-    seed = {"seed": 3} if name in SEEDED else {}
+    seed = {"seed": 3} if TABLE[name].seeded else {}
     return create_optimizer(name, model.parameters(), base="sgd", lr=0.1, momentum=0.9,
                             **seed, **{**ACTIVE[name][0], **kw})  # fmt: skip
 

@@ -11,19 +11,12 @@ import torch
 pytest.importorskip("transformers", reason="the 'text' extra (transformers) is not installed")
 
 from tiltedsam.cli import main
-from tiltedsam.experiments.glue_train import (
-    GlueConfig,
-    TopLayers,
-    batch_order,
-    encode_frozen,
-    load_glue_data,
-    pad_states,
-    select_glue,
-    split_train,
-    train_glue_run,
-)
-from tiltedsam.experiments.methods import parse_method
-from tiltedsam.experiments.report import glue_summary
+from tiltedsam.data.glue_cache import batch_order, encode_frozen, split_train
+from tiltedsam.experiments.glue import GlueConfig, load_glue_data, train_glue_run
+from tiltedsam.experiments.glue_report import glue_summary
+from tiltedsam.experiments.selection import select_glue
+from tiltedsam.models.text import TopLayers, pad_states
+from tiltedsam.optim import parse_method
 
 WORDS = ("the a man woman dog cat plays eats runs sleeps guitar food park house is not "
          "happy sad big small red blue").split()  # fmt: skip
@@ -155,7 +148,7 @@ def test_glue_command_end_to_end_with_two_stage_selection_on_validation(tmp_path
     assert _glue(tmp_path, tiny_encoder, "out") == 0
     root = tmp_path / "out"
     summaries = {(r := json.loads(p.read_text())["result"])["method"] + f"/seed{r['seed']}": r
-                 for p in root.glob("runs/*/seed*/summary.json")}  # fmt: skip
+                 for p in root.glob("runs/*/*/summary.json")}  # fmt: skip
     stage1 = {k: v for k, v in summaries.items() if k.endswith("seed0")}
     assert len(stage1) == 6  # every grid point on the selection seed
     grid = ["erm:lr=1e-3", "erm:lr=1e-2", "sam:rho=0.05", "sam:rho=0.5",
@@ -170,18 +163,18 @@ def test_glue_command_end_to_end_with_two_stage_selection_on_validation(tmp_path
         f"{label}/seed1" for label in winners.values()
     )  # only the winners run on the other seeds
     report = (root / "report.md").read_text()
-    assert (root / "runs" / "erm_lr=1e-3" / "seed0" / "metrics.jsonl").exists()
+    assert len(list((root / "runs" / "erm").glob("*-seed0/metrics.jsonl"))) == 2
     assert "dev acc" in report and "Selected per optimizer" in report
     assert "dev never used" in report
     # Run again: every run is finished, nothing is trained.
-    stamp = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/seed*/summary.json")}
+    stamp = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/*/summary.json")}
     assert _glue(tmp_path, tiny_encoder, "out") == 0
-    assert stamp == {p: p.stat().st_mtime_ns for p in root.glob("runs/*/seed*/summary.json")}
+    assert stamp == {p: p.stat().st_mtime_ns for p in root.glob("runs/*/*/summary.json")}
     # Dev labels flipped: the same selection and validation scores, different dev scores.
     write_task(tmp_path / "flipped", "RTE", n_train=96, flip_dev=True)
     assert _glue(tmp_path, tiny_encoder, "out-flipped", "flipped") == 0
     flipped = [json.loads(p.read_text())["result"]
-               for p in (tmp_path / "out-flipped").glob("runs/*/seed0/summary.json")]  # fmt: skip
+               for p in (tmp_path / "out-flipped").glob("runs/*/*-seed0/summary.json")]  # fmt: skip
     assert select_glue(flipped, grid) == winners
     by_label = {r["method"]: r for r in flipped}
     for run in stage1.values():
@@ -204,7 +197,7 @@ def test_glue_config_file_and_bad_inputs(tmp_path, tiny_encoder, capsys):
                       'grid = ["erm"]\nseeds = [0]\nepochs = 1\nbatch-size = 8\n'
                       f'out = "{tmp_path / "cfg"}"\nno-progress = true\n')  # fmt: skip
     assert main(["glue", "--config", str(config)]) == 0
-    assert (tmp_path / "cfg" / "runs" / "erm" / "seed0" / "summary.json").exists()
+    assert len(list((tmp_path / "cfg" / "runs" / "erm").glob("*-seed0/summary.json"))) == 1
     capsys.readouterr()
     assert main(["glue", "--task", "WNLI-X", "--data-path", str(tmp_path / "data")]) == 2
     assert "task must be one of" in capsys.readouterr().err
@@ -230,14 +223,14 @@ def test_lr_from_erm_gives_the_selected_erm_lr_to_the_other_methods(tmp_path, ti
             "--select-seeds", "0", "--lr-from-erm", "--out", str(tmp_path / "out")]  # fmt: skip
     assert main(args) == 0
     settings = json.loads((tmp_path / "out" / "glue.json").read_text())
-    runs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/seed*/summary.json")]
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("runs/*/*/summary.json")]
     erm0 = {r["result"]["method"]: r["result"]["val_score"] for r in runs
             if r["config"]["method"] == "erm" and r["config"]["seed"] == 0}  # fmt: skip
     assert erm0[settings["lr_from_erm"]] == max(erm0.values())
     assert settings["shared_lr"] == float(settings["lr_from_erm"].split("lr=")[1])
     for r in runs:
         if r["config"]["method"] == "tsam":
-            assert r["config"]["glue"]["lr"] == settings["shared_lr"]
+            assert r["config"]["train"]["lr"] == settings["shared_lr"]
         if r["config"]["method"] == "sam":  # its own lr option wins
             assert r["config"]["options"]["lr"] == 1e-3
     assert (
@@ -257,7 +250,7 @@ def test_lr_from_erm_gives_the_selected_erm_lr_to_the_other_methods(tmp_path, ti
         ("lr", 0.0, r"lr must be in \(0, inf\)"),
         ("weight_decay", -0.1, "weight_decay must be in"),
         ("lr_schedule", "step", "lr_schedule must be one of"),
-        ("base", "adam", "base must be one of"),
+        ("base", "lion", "base must be one of"),
         ("warmup", 1.0, r"warmup must be a fraction in \[0, 1\)"),
         ("val_fraction", 0.0, r"val_fraction must be in \(0, 1\)"),
         ("train_subset", 0, "train_subset must be an int >= 1"),

@@ -6,9 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from tiltedsam.cli import load_config_file, main
-from tiltedsam.experiments.report import select_on_validation, write_sweep_report
-from tiltedsam.experiments.sweep import claim_run, expand_grid, sweep
+from tiltedsam.cli import main
+from tiltedsam.experiments.configs import load_config_file
+from tiltedsam.experiments.report import write_sweep_report
+from tiltedsam.experiments.selection import expand_grid, select_on_validation
+from tiltedsam.experiments.store import claim_run
+from tiltedsam.experiments.sweep import sweep
 from tiltedsam.experiments.train import TrainConfig
 
 
@@ -40,7 +43,8 @@ def test_sweep_selects_on_validation_skips_finished_and_reports(tmp_path, mnist_
           "val_size": 20, "out": tmp_path / "sw"}  # fmt: skip
     results = sweep(["erm", "tsam:tilt=0/5"], workers=2, **kw)
     assert len(results) == 6 and all(r["val_accuracy"] is not None for r in results)
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("runs/*/seed*/summary.json")}
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "sw").glob("runs/*/*/summary.json")}
+    assert len(mtimes) == 6
     again = sweep(["erm", "tsam:tilt=0/5"], workers=1, **kw)
     assert len(again) == 6
     assert mtimes == {p: p.stat().st_mtime_ns for p in mtimes}, "finished runs are not redone"
@@ -48,9 +52,8 @@ def test_sweep_selects_on_validation_skips_finished_and_reports(tmp_path, mnist_
     assert "Selected per method" in report and "| tsam:tilt=0 |" in report
     for png in ("accuracy_vs_epoch.png", "accuracy_vs_t.png", "wall_time.png"):
         assert (tmp_path / "sw" / png).stat().st_size > 0
-    with_config = [{**r, "config": json.loads((tmp_path / "sw" / "runs" / r["method"].replace(":", "_") / f"seed{r['seed']}" / "summary.json").read_text())["config"]} for r in results]  # fmt: skip
-    chosen = select_on_validation(with_config)
-    tsam_runs = {m: [r["val_accuracy"] for r in with_config if r["method"] == m]
+    chosen = select_on_validation(results)
+    tsam_runs = {m: [r["val_accuracy"] for r in results if r["method"] == m]
                  for m in ("tsam:tilt=0", "tsam:tilt=5")}  # fmt: skip
     best = max(tsam_runs, key=lambda m: np.mean(tsam_runs[m]))
     assert chosen["tsam"] == best and chosen["erm"] == "erm"
@@ -82,7 +85,8 @@ def test_config_files(tmp_path, mnist_file, capsys):
                     f'dataset = "mnist"\ndata_path = "{mnist_file}"\nout = "{tmp_path / "o"}"\n')  # fmt: skip
     assert load_config_file(good)["batch_size"] == 32
     assert main(["compare", "--config", str(good), "--no-progress", "--epochs", "2"]) == 0
-    stored = json.loads((tmp_path / "o" / "runs" / "erm" / "seed0" / "summary.json").read_text())
+    (summary,) = (tmp_path / "o" / "runs" / "erm").glob("*-seed0/summary.json")
+    stored = json.loads(summary.read_text())
     assert stored["config"]["train"]["epochs"] == 2  # the flag overrides the file
     assert stored["config"]["train"]["batch_size"] == 32
     bad = tmp_path / "bad.toml"

@@ -8,14 +8,17 @@ import torch
 
 pytest.importorskip("transformers")
 
-from tiltedsam.data.text_features import load_text_features, pack, unpack
-from tiltedsam.experiments.glue_train import (
+from tiltedsam.data.glue import load_glue_split
+from tiltedsam.data.glue_cache import encode_frozen
+from tiltedsam.data.text_features import load_text_features
+from tiltedsam.models.text import (
     TopLayers,
-    _load_encoder,
-    encode_frozen,
+    TopLayersOnFeatures,
+    load_encoder,
+    pack,
     pad_states,
+    unpack,
 )
-from tiltedsam.models.text import TopLayersOnFeatures
 
 from .test_glue_train import tiny_encoder, write_task  # noqa: F401
 
@@ -43,9 +46,7 @@ def test_features_model_equals_top_layers_on_the_cache(tmp_path, tiny_encoder): 
     assert data.x_train.shape[:2] == (12, 16) and data.num_classes == 2 and len(data.x_test) == 6
     torch.manual_seed(0)
     model = TopLayersOnFeatures(1, 2, path=tiny_encoder).eval()
-    encoder, tokenizer = _load_encoder(tiny_encoder)
-    from tiltedsam.data.glue import load_glue_split
-
+    encoder, tokenizer = load_encoder(tiny_encoder)
     dev = load_glue_split(root, "RTE", "dev")
     states = encode_frozen(encoder, tokenizer, dev.text_a, dev.text_b, trainable_layers=1,
                            max_length=16)  # fmt: skip

@@ -133,6 +133,9 @@ def test_nonfinite_loss_raises_or_skips_and_never_writes_parameters(opt_cls, bad
 def test_load_state_dict_rejects_a_foreign_dict():
     model = make_mlp(dtype=torch.float32)
     opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1)
+    with pytest.raises(ValueError, match=r"keys 'state' and 'param_groups'.*got \['0.bias'"):
+        opt.load_state_dict(model.state_dict())  # the model's, not the optimizer's
+    with pytest.raises(ValueError, match="got list"):
+        opt.load_state_dict([])
     plain = torch.optim.SGD(model.parameters(), lr=0.1).state_dict()
-    with pytest.raises(ValueError, match="keys 'base' and 'perturbation'"):
-        opt.load_state_dict(plain)
+    opt.load_state_dict(plain)  # a plain base-optimizer dict is taken (issue #18)

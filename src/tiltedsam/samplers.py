@@ -3,8 +3,10 @@ r"""Perturbation samplers: how TSAM draws :math:`\varepsilon_1..\varepsilon_s`.
 Each sampler moves the parameters from :math:`\theta` (saved by the optimizer) to
 :math:`\theta + \varepsilon_j`, possibly calling the closure on the way; the optimizer then runs
 one more pass at :math:`\theta + \varepsilon_j` for :math:`L_j` and :math:`g_j`, and
-``finalize`` may still reject the proposal (HMC with Metropolis–Hastings).  All randomness comes
-from the optimizer's own ``torch.Generator`` (saved in its ``state_dict``).
+``finalize`` may still reject the proposal (HMC with Metropolis–Hastings).  A sampler sees the
+step through its :class:`~tiltedsam.optim.context.StepContext` ``ctx`` (parameters, θ, per-group
+radii, the generator, the guarded ``evaluate``), never the optimizer.  All randomness comes from
+the optimizer's own ``torch.Generator`` (``ctx.generator``, saved in its ``state_dict``).
 
 Noise distributions of radius ``r`` (``noise=``):
 
@@ -29,27 +31,24 @@ from tiltedsam._tensors import global_norm, no_grad
 from tiltedsam._validation import check_choice, check_int_at_least, check_positive
 
 if TYPE_CHECKING:
-    from tiltedsam.optim.base import Closure, PerturbationOptimizer
+    from tiltedsam.optim.context import Closure, StepContext
 
 NOISE_KINDS = ("gaussian", "ball")
 
 
 @no_grad
-def draw_noise(
-    opt: PerturbationOptimizer, targets: list[Tensor], radius_key: str, kind: str
-) -> bool:
-    """Fill ``targets`` (aligned with ``opt._trainable_params()``) with ξ of radius
-    ``group[radius_key]`` (see module doc); returns False, drawing nothing, if every radius is 0.
+def draw_noise(ctx: StepContext, targets: list[Tensor], radius_key: str, kind: str) -> bool:
+    """Fill ``targets`` (aligned with ``ctx.params``) with ξ of radius ``group[radius_key]``
+    (see module doc); returns False, drawing nothing, if every radius is 0.
 
     TSAM's batched path calls it once per sample with fresh tensors laid out like the
     parameters (then stacks them): the same generator calls in the same order and memory
     layout as the sequential path, hence the same ξ.
     """
-    views = opt._group_views()
-    radii = [float(group[radius_key]) for group, _ in views]
+    radii = ctx.radii(radius_key)
     if all(r == 0.0 for r in radii):
         return False
-    generator = opt.generator
+    generator = ctx.generator
     for x in targets:
         x.normal_(generator=generator)
     norm = global_norm(targets)
@@ -60,7 +59,7 @@ def draw_noise(
     else:
         inv_norm = norm.reciprocal()
     start = 0
-    for (_, ps), radius in zip(views, radii, strict=True):
+    for (_, ps), radius in zip(ctx.groups, radii, strict=True):
         factor = inv_norm * radius
         if kind == "gaussian":
             factor = factor.clamp_(max=1.0)
@@ -70,40 +69,39 @@ def draw_noise(
 
 
 @no_grad
-def add_noise(opt: PerturbationOptimizer, radius_key: str, kind: str) -> None:
+def add_noise(ctx: StepContext, radius_key: str, kind: str) -> None:
     """Set each trainable ``p`` to ``θ + ξ`` with ξ of radius ``group[radius_key]`` (see module doc).
 
-    The parameters must hold θ on entry; the optimizer's ``theta`` buffer holds it too.
+    The parameters must hold θ on entry; ``ctx.theta`` holds it too.
     """
-    params = opt._trainable_params()
-    if draw_noise(opt, params, radius_key, kind):
-        torch._foreach_add_(params, opt._buffer("theta"))
+    params = ctx.params
+    if draw_noise(ctx, params, radius_key, kind):
+        torch._foreach_add_(params, ctx.theta)
 
 
 @no_grad
-def add_iid_noise(opt: PerturbationOptimizer, scales: list[float], kind: str = "normal") -> None:
+def add_iid_noise(ctx: StepContext, scales: list[float], kind: str = "normal") -> None:
     """Set each trainable ``p`` to ``θ + c·z`` with iid coordinates z ~ N(0, 1) (``"normal"``)
-    or z ~ U[−1, 1] (``"cube"``); c = ``scales[k]`` for the k-th param group (as in
-    ``opt._group_views()``); no rescaling by a global norm.
+    or z ~ U[−1, 1] (``"cube"``); c = ``scales[k]`` for the k-th group of ``ctx.groups``; no
+    rescaling by a global norm.
     """
-    theta = opt._buffer("theta")
-    for (_, ps, block), scale in zip(opt._group_blocks(theta), scales, strict=True):
+    for (_, ps, block), scale in zip(ctx.blocks(ctx.theta), scales, strict=True):
         if scale == 0.0:
             continue  # the parameters already hold θ
         for p in ps:
             if kind == "normal":
-                p.normal_(generator=opt.generator)
+                p.normal_(generator=ctx.generator)
             else:
-                p.uniform_(-1.0, 1.0, generator=opt.generator)
+                p.uniform_(-1.0, 1.0, generator=ctx.generator)
         torch._foreach_mul_(ps, scale)
         torch._foreach_add_(ps, block)
 
 
 @no_grad
-def ascend(opt: PerturbationOptimizer, grads: list[Tensor], radius_key: str = "rho") -> None:
+def ascend(ctx: StepContext, grads: list[Tensor], radius_key: str = "rho") -> None:
     r"""``p += ρ_g · g / ‖g‖`` (global norm over all groups); ``grads`` are scaled in place."""
     inv_norm = global_norm(grads).add_(1e-12).reciprocal_()
-    for group, ps, block in opt._group_blocks(grads):
+    for group, ps, block in ctx.blocks(grads):
         torch._foreach_mul_(block, inv_norm * float(group[radius_key]))
         torch._foreach_add_(ps, block)
 
@@ -117,14 +115,15 @@ class Sampler:
         """Closure calls per sample, including the optimizer's pass at θ + ε."""
         raise NotImplementedError
 
-    def perturb(self, opt: PerturbationOptimizer, closure: Closure, sample_tilt: float) -> None:
+    def perturb(self, ctx: StepContext, closure: Closure, sample_tilt: float) -> None:
+        """Move ``ctx.params`` from θ to θ + ε (``ctx.evaluate`` for any pass on the way)."""
         raise NotImplementedError
 
     def finalize(
-        self, opt: PerturbationOptimizer, closure: Closure, loss: Tensor, sample_tilt: float
+        self, ctx: StepContext, closure: Closure, loss: Tensor, sample_tilt: float
     ) -> Tensor:
         """Called after the pass at θ + ε; returns the loss of the accepted point."""
-        del opt, closure, sample_tilt
+        del ctx, closure, sample_tilt
         return loss
 
     def state_dict(self) -> dict:
@@ -151,11 +150,10 @@ class AscentSampler(Sampler):
     def passes_per_sample(self) -> int:
         return 2
 
-    def perturb(self, opt: PerturbationOptimizer, closure: Closure, sample_tilt: float) -> None:
-        add_noise(opt, "noise_radius", self.noise)
-        opt._evaluate(closure)
-        params = opt._trainable_params()
-        ascend(opt, opt._grads(params), "rho")
+    def perturb(self, ctx: StepContext, closure: Closure, sample_tilt: float) -> None:
+        add_noise(ctx, "noise_radius", self.noise)  # θ_j = θ + ξ_j
+        ctx.evaluate(closure)
+        ascend(ctx, ctx.grads(), "rho")  # + ρ ∇L(θ_j)/‖∇L(θ_j)‖
 
     def __repr__(self) -> str:
         return f"AscentSampler(noise={self.noise!r})"
@@ -177,8 +175,8 @@ class UniformSampler(Sampler):
     def passes_per_sample(self) -> int:
         return 1
 
-    def perturb(self, opt: PerturbationOptimizer, closure: Closure, sample_tilt: float) -> None:
-        add_noise(opt, "rho", self.noise)
+    def perturb(self, ctx: StepContext, closure: Closure, sample_tilt: float) -> None:
+        add_noise(ctx, "rho", self.noise)
 
     def __repr__(self) -> str:
         return f"UniformSampler(noise={self.noise!r})"
@@ -223,59 +221,59 @@ class HMCSampler(Sampler):
         return self.steps + 1
 
     @no_grad
-    def _project(self, opt: PerturbationOptimizer) -> None:
-        theta = opt._buffer("theta")
-        params = opt._trainable_params()
+    def _project(self, ctx: StepContext) -> None:
+        theta = ctx.theta
+        params = ctx.params
         eps = torch._foreach_sub(params, theta)
         norm = global_norm(eps)
-        for group, _ps, block in opt._group_blocks(eps):
+        for group, _ps, block in ctx.blocks(eps):
             torch._foreach_mul_(block, torch.clamp(float(group["rho"]) / (norm + 1e-12), max=1.0))
         torch._foreach_add_(eps, theta)
         torch._foreach_copy_(params, eps)
 
-    def perturb(self, opt: PerturbationOptimizer, closure: Closure, sample_tilt: float) -> None:
-        self._rng_state = opt.generator.get_state()
-        add_noise(opt, "rho", "ball")
-        params = opt._trainable_params()
-        momentum = opt._buffer("momentum")
+    def perturb(self, ctx: StepContext, closure: Closure, sample_tilt: float) -> None:
+        self._rng_state = ctx.generator.get_state()
+        add_noise(ctx, "rho", "ball")
+        params = ctx.params
+        momentum = ctx.buffer("momentum")
         with torch.no_grad():
             for m in momentum:
-                m.normal_(generator=opt.generator)
+                m.normal_(generator=ctx.generator)
             torch._foreach_mul_(momentum, self.sigma)
             start_kinetic = global_norm(momentum) ** 2 / (2 * self.sigma**2)
         for i in range(self.steps):
-            loss = opt._evaluate(closure)
+            loss = ctx.evaluate(closure)
             if i == 0:
                 self._start_energy = sample_tilt * loss - start_kinetic
             with torch.no_grad():
-                grads = opt._grads(params)
+                grads = ctx.grads()
                 torch._foreach_mul_(grads, self.step_size * sample_tilt)
                 torch._foreach_add_(momentum, grads)
                 torch._foreach_add_(params, momentum, alpha=self.step_size / self.sigma**2)
-            self._project(opt)
+            self._project(ctx)
 
     def finalize(
-        self, opt: PerturbationOptimizer, closure: Closure, loss: Tensor, sample_tilt: float
+        self, ctx: StepContext, closure: Closure, loss: Tensor, sample_tilt: float
     ) -> Tensor:
         self.proposals += 1
         if not self.mh:
             self.accepted += 1
             return loss
-        kinetic = global_norm(opt._buffer("momentum")) ** 2 / (2 * self.sigma**2)
+        kinetic = global_norm(ctx.buffer("momentum")) ** 2 / (2 * self.sigma**2)
         log_ratio = sample_tilt * loss - kinetic - self._start_energy
         u = torch.rand(
-            (), generator=opt.generator, dtype=torch.float64, device=opt.generator.device
+            (), generator=ctx.generator, dtype=torch.float64, device=ctx.generator.device
         )
         if bool(torch.log(u) < log_ratio.double().to(u.device)):
             self.accepted += 1
             return loss
         # Rejected: go back to ε₀ (re-drawn from the saved RNG state) and evaluate it again.
-        current = opt.generator.get_state()
-        opt.generator.set_state(self._rng_state)
-        opt._restore()
-        add_noise(opt, "rho", "ball")
-        opt.generator.set_state(current)
-        return opt._evaluate(closure)
+        current = ctx.generator.get_state()
+        ctx.generator.set_state(self._rng_state)
+        ctx.restore()
+        add_noise(ctx, "rho", "ball")
+        ctx.generator.set_state(current)
+        return ctx.evaluate(closure)
 
     def state_dict(self) -> dict:
         return {"proposals": self.proposals, "accepted": self.accepted}

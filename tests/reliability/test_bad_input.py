@@ -41,7 +41,7 @@ CONSTRUCTORS = {
     "rhos_empty": (lambda: ESAM2(_params(), torch.optim.SGD, rhos=(), lr=0.1),
                    ValueError, r"rhos must be a non-empty sequence"),
     "unknown_optimizer": (lambda: create_optimizer("adamax", _params()),
-                          ValueError, r"optimizer name must be one of erm, sam, .*got 'adamax'"),
+                          ValueError, r"unknown method 'adamax': the method name must be one of erm, sam, "),
     "unknown_base": (lambda: create_optimizer("sam", _params(), base="lbfgs", lr=0.1),
                      ValueError, r"base must be one of .*got 'lbfgs'"),
     "base_instance": (lambda: TSAM(_params(), torch.optim.SGD(_params(), lr=0.1), lr=0.1),

@@ -135,7 +135,12 @@ def test_the_cli_reports_a_damaged_run_without_a_traceback(tmp_path, mnist_file,
     args = ["compare", "--dataset", "mnist", "--data-path", str(mnist_file), "--model", "mlp",
             "--epochs", "2", "--batch-size", "32", "--methods", "sam", "--out", str(tmp_path / "o"),
             "--no-progress"]  # fmt: skip
-    run = tmp_path / "o" / "runs" / "sam" / "seed0"
+    from tiltedsam.experiments.compare import run_config
+    from tiltedsam.experiments.configs import DataConfig
+
+    data = DataConfig("mnist", str(mnist_file)).settings()
+    config = TrainConfig(model="mlp", epochs=2, batch_size=32)
+    run = run_config(parse_method("sam"), 0, data, config).directory(tmp_path / "o")
     run.mkdir(parents=True)
     (run / "checkpoint.pt").write_bytes(MAGIC + b"0" * 64 + b"\ntruncated")
     assert main(args) == 2

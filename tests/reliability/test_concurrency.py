@@ -14,9 +14,10 @@ import time
 
 import pytest
 
+from tiltedsam._files import write_json
+from tiltedsam.experiments import store as store_module
 from tiltedsam.experiments import sweep as sweep_module
-from tiltedsam.experiments.store import write_json_atomic
-from tiltedsam.experiments.sweep import claim_run
+from tiltedsam.experiments.store import claim_run
 
 from .conftest import subprocess_env, write_mnist
 
@@ -78,9 +79,9 @@ def test_two_sweeps_on_one_directory_train_each_configuration_once(tmp_path):
     assert sorted(runs) == sorted((m, str(s)) for m in GRID for s in SEEDS), "each run once"
     assert {who for _, _, who in trained} == {"A", "B"}, "both sweeps trained: they overlapped"
     assert outputs[0] == outputs[1] and len(outputs[0]) == len(GRID) * len(SEEDS)
-    for summary in out.glob("runs/*/seed*/summary.json"):
+    for summary in out.glob("runs/*/*/summary.json"):
         assert json.loads(summary.read_text())["result"]["seed"] in SEEDS
-    assert len(list(out.glob("runs/*/seed*/summary.json"))) == 6
+    assert len(list(out.glob("runs/*/*/summary.json"))) == 6
     assert not list(out.rglob("claim")) and not list(out.rglob("*.tmp")), "nothing left over"
     report = (out / "report.md").read_text()
     assert all(f"| {m} | 2 |" in report for m in GRID)  # 2 seeds each
@@ -89,7 +90,7 @@ def test_two_sweeps_on_one_directory_train_each_configuration_once(tmp_path):
 HOLD = """
 import sys, time
 from pathlib import Path
-from tiltedsam.experiments.sweep import claim_run
+from tiltedsam.experiments.store import claim_run
 claim = claim_run(Path(sys.argv[1]))
 print("held" if claim else "busy", flush=True)
 time.sleep(float(sys.argv[2]))
@@ -117,23 +118,24 @@ def test_a_claim_dies_with_its_process_even_on_sigkill(tmp_path):
 def test_a_run_finished_while_claiming_is_not_trained_again(tmp_path, monkeypatch):
     """The race the re-check closes: a run is seen unfinished, another sweep finishes it, then
     this one gets the claim.  It must read the result, not train the run again."""
-    directory = tmp_path / "run"
-    job = {"spec": "erm", "seed": 0, "run_config": {"method": "erm", "seed": 0},
-           "directory": str(directory), "data": {}}  # fmt: skip
-    write_json_atomic(
-        directory / "summary.json", {"config": job["run_config"], "result": {"ok": 1}}
-    )
-    (directory / "model.pt").write_bytes(b"weights")
-    real = sweep_module.load_finished
+    from tiltedsam.experiments.configs import DataConfig, TrainConfig
+    from tiltedsam.optim import parse_method
+
+    data, config = DataConfig("mnist1d"), TrainConfig()
+    job = {"spec": "erm", "seed": 0, "root": str(tmp_path), "data": data, "config": config}
+    run = sweep_module.run_config(parse_method("erm"), 0, data.settings(), config)
+    directory = run.directory(tmp_path)
+    write_json(directory / "summary.json", {"config": run.as_dict(), "result": {"ok": 1}})
+    real = store_module.read_summary
     calls = []
 
     def first_sees_nothing(*args):
         calls.append(1)
         return None if len(calls) == 1 else real(*args)
 
-    monkeypatch.setattr(sweep_module, "load_finished", first_sees_nothing)
+    monkeypatch.setattr(store_module, "read_summary", first_sees_nothing)
     monkeypatch.setattr(sweep_module, "train_run", lambda *a, **k: pytest.fail("trained twice"))
-    assert sweep_module._run_one(job) == {"ok": 1}
+    assert sweep_module._run_one(job)["ok"] == 1
     assert len(calls) == 2 and not (directory / "claim").exists()
 
 
@@ -147,8 +149,8 @@ def test_compare_waits_for_a_run_another_process_holds_and_reads_its_result(tmp_
     out = tmp_path / "cmp"
     finished = compare_module.compare(["erm"], config=config, data=tiny_data(), out=tmp_path / "ref",
                                       progress=False)  # fmt: skip
-    ref_run = tmp_path / "ref" / "runs" / "erm" / "seed0"
-    run = out / "runs" / "erm" / "seed0"
+    (ref_run,) = (tmp_path / "ref" / "runs" / "erm").glob("*-seed0")
+    run = out / "runs" / "erm" / ref_run.name  # the same configuration: the same key
     claim = claim_run(run)  # "another process" is training erm seed 0 ...
 
     def finish_and_release():  # ... and finishes it after 0.5 s

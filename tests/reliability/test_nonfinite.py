@@ -12,7 +12,7 @@ import torch
 from tiltedsam import SAM, TSAM
 from tiltedsam.experiments import TrainConfig, parse_method, train_run
 from tiltedsam.experiments.checkpoint import read_checkpoint
-from tiltedsam.optim import OPTIMIZERS, create_optimizer
+from tiltedsam.optim import METHODS, create_optimizer
 
 from ..conftest import closure_for, make_mlp, make_regression
 from .conftest import tiny_data
@@ -126,7 +126,7 @@ def test_skip_sample_skips_the_step_when_every_sample_is_bad_and_state_dict_keep
     assert fresh.skipped_samples == 3 and fresh.skipped_steps == 1
 
 
-@pytest.mark.parametrize("name", OPTIMIZERS[1:])  # every perturbation optimizer
+@pytest.mark.parametrize("name", list(METHODS)[1:])  # every perturbation optimizer
 @pytest.mark.parametrize("fault", ["nan_loss", "inf_grad"])
 def test_every_optimizer_skips_or_raises_and_never_writes_nonfinite_parameters(name, fault):
     x, y = make_regression(dtype=torch.float32)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from tiltedsam._files import save_figure
 from tiltedsam.tilt import tilted_objective, tilted_variance
 
 
@@ -163,5 +164,5 @@ def plot_points(points: list[GLMPoint], path) -> None:
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)

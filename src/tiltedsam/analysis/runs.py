@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tiltedsam._files import save_figure, write_atomic
 from tiltedsam.analysis.cross_eval import cross_evaluate
 from tiltedsam.analysis.flatness import noise_flatness
 from tiltedsam.analysis.hessian import hutchinson_trace, top_eigenvalues
@@ -21,7 +22,7 @@ from tiltedsam.models import create_model
 def find_runs(root: Path, labels: Sequence[str] | None = None) -> list[Path]:
     """Run directories under ``root`` that hold a finished summary and final weights (only
     those whose method label is in ``labels`` when given)."""
-    runs = sorted(p.parent for p in root.glob("runs/*/seed*/model.pt"))
+    runs = sorted(p.parent for p in root.glob("runs/*/*/model.pt"))
     runs = [r for r in runs if (r / "summary.json").exists()]
     if labels is not None:
         wanted = set(labels)
@@ -33,14 +34,16 @@ def find_runs(root: Path, labels: Sequence[str] | None = None) -> list[Path]:
 def selected_labels(root: str | Path, methods: Sequence[str] | None = None) -> list[str]:
     """The method labels a sweep under ``root`` selected on validation (``tiltedsam report``'s
     choice), restricted to the optimizer names in ``methods`` when given."""
-    from tiltedsam.experiments.report import load_results, select_on_validation
+    from tiltedsam.experiments.report import load_results, sweep_settings
+    from tiltedsam.experiments.selection import select_on_validation
+    from tiltedsam.optim import parse_method
 
     root = Path(root)
     results = load_results(root)
-    settings = root / "sweep.json"
-    seeds = json.loads(settings.read_text()).get("select_seeds") if settings.exists() else None
+    settings = sweep_settings(root)
+    seeds = settings.get("select_seeds")
     pool = results if seeds is None else [r for r in results if r["seed"] in seeds]
-    chosen = select_on_validation(pool)
+    chosen = select_on_validation(pool, [parse_method(s).label for s in settings.get("grid", [])])
     if methods is not None:
         unknown = sorted(set(methods) - set(chosen))
         if unknown:
@@ -66,6 +69,7 @@ def data_of_runs(root: str | Path, data_path: str | None = None) -> ArrayDataset
         label_noise=setting.get("label_noise", 0.0),
         val_size=setting.get("val_size", 0),
         train_subset=setting.get("train_subset"),
+        seed=setting.get("seed", 0),
     )
 
 
@@ -122,8 +126,8 @@ def analyze_runs(
     setting = {"subset": len(x), "deltas": list(deltas), "draws": draws, "k": k,
                "probes": probes, "rho": rho, "tsam_radius": tsam_radius, "tilts": list(tilts), "seed": seed}  # fmt: skip
     result = {"setting": setting, "runs": per_run, "cross_evaluation": cross}
-    (root / "analysis.json").write_text(json.dumps(result, indent=1))
-    (root / "analysis.md").write_text(analysis_markdown(result))
+    write_atomic(root / "analysis.json", json.dumps(result, indent=1))
+    write_atomic(root / "analysis.md", analysis_markdown(result))
     plot_flatness(result, root / "flatness.png")
     return result
 
@@ -152,7 +156,7 @@ def plot_flatness(result: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tiltedsam._files import save_figure
 from tiltedsam.optim.tsam import TSAM
 from tiltedsam.toy import (
     TOY_LOSSES,
@@ -135,7 +136,7 @@ def figure1(out: Path, *, tilts: Sequence[float] = (0, 1, 5, 20, 100), steps: in
                  fontsize=9)  # fmt: skip
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    save_figure(fig, out)
     plt.close(fig)
     return finals
 
@@ -164,7 +165,7 @@ def figure5_6(out5: Path, out6: Path, *, rhos=(0.0, 0.2, 0.4, 0.8), tilts=(0, 1,
         ax.set_ylim(-0.2, 2.0)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out5)
+    save_figure(fig, out5)
     plt.close(fig)
 
     rng = np.random.default_rng(seed)
@@ -189,6 +190,6 @@ def figure5_6(out5: Path, out6: Path, *, rhos=(0.0, 0.2, 0.4, 0.8), tilts=(0, 1,
         ax.set_ylim(-0.2, 2.0)
     axes[0].legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(out6)
+    save_figure(fig, out6)
     plt.close(fig)
     return minima

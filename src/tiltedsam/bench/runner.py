@@ -26,56 +26,22 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from tiltedsam.bench.cases import (
+    BENCH_MODELS,
+    METHODS,
+    Built,
+    Case,
+    bench_methods,
+    build_case,
+    takes_samples,
+)
 from tiltedsam.bench.memory import cpu_peak_bytes, cuda_peak_bytes
-from tiltedsam.bench.reference import OfficialTSAMReference
-from tiltedsam.models import create_model
-
-# name -> (input shape, default batch size)
-BENCH_MODELS: dict[str, tuple[tuple[int, ...], int]] = {
-    "mlp": ((1, 40), 64),
-    "cnn1d": ((1, 40), 64),
-    "resnet8": ((3, 32, 32), 32),
-    "resnet18": ((3, 32, 32), 8),
-}
-METHODS = ("erm", "sam", "tsam", "official", "resample")
-# tsam-resample's other ascent variants (the default, "resample", is ascent="selected"), and
-# TSAM's batched (vmap) path ("tsam" is always the sequential path).
-EXTRA_METHODS = ("resample-shared", "resample-none", "batched")
-SAMPLE_METHODS = ("tsam", "official", "resample", *EXTRA_METHODS)
-BASE_KWARGS = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
-
-
-@dataclass(frozen=True)
-class Case:
-    model: str
-    method: str
-    s: int = 0  # 0 for erm and sam
-
-    @property
-    def label(self) -> str:
-        return f"{self.method} s={self.s}" if self.s else self.method
-
-    @property
-    def passes(self) -> int:
-        """Forward+backward passes (closure calls) of one step; resample: s of them forward only."""
-        if self.method.startswith("resample"):
-            return self.s + (1 if self.method == "resample-none" else 2)
-        return {"erm": 1, "sam": 2}.get(self.method, 2 * self.s)
-
-
-@dataclass
-class Built:
-    step: Callable[[], Any]
-    holders: list[Any] = field(default_factory=list)
-    num_params: int = 0
 
 
 def keep_heap() -> bool:
@@ -101,80 +67,6 @@ def keep_heap() -> bool:
         return False
     settings = ((-3, 32 << 20), (-1, 2**31 - 1), (-2, 64 << 20))  # MMAP_THRESHOLD, TRIM, TOP_PAD
     return all(mallopt(key, value) == 1 for key, value in settings)
-
-
-def build_case(
-    case: Case,
-    *,
-    batch_size: int | None = None,
-    device: str = "cpu",
-    seed: int = 0,
-    model_kwargs: dict[str, Any] | None = None,
-) -> Built:
-    """A model, a batch and the optimizer for ``case``; ``step()`` runs one training step."""
-    shape, default_batch = BENCH_MODELS.get(case.model, ((1, 40), 64))
-    batch = batch_size or default_batch
-    torch.manual_seed(seed)
-    if model_kwargs:
-        from tiltedsam.models import MLP
-
-        model = MLP(in_channels=shape[0], length=shape[-1], num_classes=10, **model_kwargs)
-    else:
-        model = create_model(case.model, shape, 10)
-    model = model.to(device)
-    gen = torch.Generator().manual_seed(seed + 1)
-    x = torch.randn(batch, *shape, generator=gen).to(device)
-    y = torch.randint(0, 10, (batch,), generator=gen).to(device)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def closure(backward: bool = True):
-        loss = loss_fn(model(x), y)
-        if backward:
-            loss.backward()
-        return loss
-
-    params = list(model.parameters())
-    num_params = sum(p.numel() for p in params)
-    if case.method == "erm":
-        opt: Any = torch.optim.SGD(params, **BASE_KWARGS)
-    elif case.method == "sam":
-        from tiltedsam.optim import SAM
-
-        opt = SAM(params, torch.optim.SGD, rho=0.05, model=model, **BASE_KWARGS)
-    elif case.method in ("tsam", "batched"):
-        from tiltedsam.closures import make_closure
-        from tiltedsam.optim import TSAM
-
-        opt = TSAM(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
-                   noise_radius=1.0, model=model, seed=seed, batched=case.method == "batched",
-                   **BASE_KWARGS)  # fmt: skip
-        if case.method == "batched":
-            closure = make_closure(model, loss_fn, x, y)  # type: ignore[assignment]
-    elif case.method.startswith("resample"):
-        from tiltedsam.optim import TSAMResample
-
-        ascent = case.method.partition("-")[2] or "selected"
-        opt = TSAMResample(params, torch.optim.SGD, tilt=1.0, num_samples=case.s, rho=0.05,
-                           noise_radius=1.0, ascent=ascent, model=model, seed=seed,
-                           **BASE_KWARGS)  # fmt: skip
-    elif case.method == "official":
-        opt = OfficialTSAMReference(model, torch.optim.SGD, tilt=1.0, num_samples=case.s,
-                                    rho=0.05, radius=1.0, **BASE_KWARGS)  # fmt: skip
-    else:
-        raise ValueError(f"method must be one of {METHODS + EXTRA_METHODS}, got {case.method!r}")
-
-    if case.method == "official":
-
-        def step() -> None:
-            opt.zero_grad()
-            opt.step(closure)
-    else:
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            opt.step(closure)
-
-    return Built(step=step, holders=[model, opt, x, y], num_params=num_params)
 
 
 def _sync(device: str) -> None:
@@ -203,13 +95,20 @@ def time_cases(
     return times
 
 
-def _median(values: list[float]) -> float:
+def _cases(model: str, methods: Sequence[str], samples: Sequence[int]) -> list[Case]:
+    """ERM first, then each method without s, then each method with s at every s."""
+    single = [m for m in methods if m != "erm" and not takes_samples(m)]
+    cases = [Case(model, "erm")] + [Case(model, m) for m in single]
+    return cases + [Case(model, m, s) for s in samples for m in methods if takes_samples(m)]
+
+
+def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
 def ratio_rows(model: str, times: dict[Case, dict[str, list[float]]], samples: Sequence[int]):
     """Per s: TSAM / (2s·ERM), TSAM / official, resample / SAM (wall and CPU medians)."""
-    med = {case: {k: _median(v) for k, v in t.items()} for case, t in times.items()}
+    med = {case: {k: median(v) for k, v in t.items()} for case, t in times.items()}
     erm = med.get(Case(model, "erm"))
     sam = med.get(Case(model, "sam"))
     rows = []
@@ -244,11 +143,7 @@ def memory_rows(
     """Peak tensor memory of one (second) step per method and s, and its excess over ERM's,
     also in units of the parameters' bytes (``param_buffers``)."""
     rows = []
-    cases = [Case(model, "erm")] + [
-        Case(model, m, s) for m in methods if m in SAMPLE_METHODS for s in samples
-    ]
-    if "sam" in methods:
-        cases.insert(1, Case(model, "sam"))
+    cases = _cases(model, methods, samples)
     erm_peak = None
     for case in cases:
         built = build_case(case, batch_size=batch_size, device=device, model_kwargs=model_kwargs)
@@ -305,9 +200,9 @@ def run_bench(
         raise ValueError(f"heap must be 'default' or 'kept', got {heap!r}")
     if heap == "kept" and not keep_heap():
         raise ValueError("heap='kept' needs glibc's mallopt, which is not available here")
-    unknown = set(methods) - set(METHODS + EXTRA_METHODS)
+    unknown = set(methods) - set(bench_methods())
     if unknown:
-        raise ValueError(f"methods must be among {METHODS + EXTRA_METHODS}, got {sorted(unknown)}")
+        raise ValueError(f"methods must be among {bench_methods()}, got {sorted(unknown)}")
     unknown_models = set(models) - set(BENCH_MODELS)
     if unknown_models:
         raise ValueError(
@@ -326,10 +221,10 @@ def run_bench(
     for model in models:
         batch = (batch_sizes or {}).get(model) or BENCH_MODELS[model][1]
         result.setting["batch_sizes"][model] = batch
-        cases = [Case(model, m) for m in ("erm", "sam") if m in methods or m == "erm"]
-        cases += [Case(model, m, s) for s in samples for m in SAMPLE_METHODS if m in methods]
+        cases = _cases(model, methods, samples)
         built = {c: build_case(c, batch_size=batch, device=device) for c in cases}
         num_params = next(iter(built.values())).num_params
+        passes = {c: b.passes for c, b in built.items()}
         if log:
             log(
                 f"{model}: {num_params:,} parameters, batch {batch}, {len(cases)} cases x {repeats} rounds"
@@ -337,13 +232,13 @@ def run_bench(
         times = time_cases(built, repeats=repeats, warmup=warmup, device=device)
         del built
         erm = times[Case(model, "erm")]
-        erm_med = {k: _median(v) for k, v in erm.items()}
+        erm_med = {k: median(v) for k, v in erm.items()}
         for case, t in times.items():
-            wall, cpu = _median(t["wall"]), _median(t["cpu"])
-            floor = None if case.method.startswith("resample") else case.passes
+            wall, cpu = median(t["wall"]), median(t["cpu"])
+            floor = None if case.forward_only else passes[case]
             result.timing.append({
                 "model": model, "params": num_params, "batch": batch, "method": case.method,
-                "s": case.s, "passes": case.passes, "wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
+                "s": case.s, "passes": passes[case], "wall_ms": 1e3 * wall, "cpu_ms": 1e3 * cpu,
                 "wall_over_floor": wall / (floor * erm_med["wall"]) if floor else None,
                 "cpu_over_floor": cpu / (floor * erm_med["cpu"]) if floor else None,
             })  # fmt: skip
@@ -358,228 +253,12 @@ def run_bench(
     return result
 
 
-# ---------------------------------------------------------------------- tables
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """A Markdown table as lines."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
-
-
-def markdown(result: BenchResult) -> str:
-    """The three tables (ratios, step times, memory) as Markdown, with the setting on top."""
-    st = result.setting
-    setting = (
-        f"torch {st['torch']}, {st['device']}"
-        + (f" ({st['device_name']})" if st.get("device_name") else "")
-        + f", {st['threads']} thread(s), median of {st['repeats']} interleaved rounds, "
-        + ("glibc heap kept (--keep-heap)" if st.get("heap") == "kept" else "default allocator")
-        + "; batch "
-        + ", ".join(f"{m} {b}" for m, b in st["batch_sizes"].items())
-        + "."
-    )
-    names = ("tsam_over_floor", "tsam_over_official", "resample_over_sam", "batched_over_tsam")
-    titles = ("TSAM / (2s·ERM)", "TSAM / official", "resample / SAM", "batched / TSAM")
-    lines = [setting, ""]
-    lines += _table(
-        [
-            "model",
-            "s",
-            *(f"{t} {c}" if c == "wall" else c for t in titles for c in ("wall", "cpu")),
-        ],
-        (
-            [
-                r["model"],
-                str(r["s"]),
-                *(_fmt(r.get(f"{n}_{c}")) for n in names for c in ("wall", "cpu")),
-            ]
-            for r in result.ratios
-        ),
-    )
-
-    def passes(r: dict[str, Any]) -> str:
-        if r["method"].startswith("resample"):
-            return f"{r['s']} fwd + {r['passes'] - r['s']}"
-        return str(r["passes"])
-
-    lines.append("")
-    lines += _table(
-        ["model", "params", "method", "s", "passes", "wall ms", "cpu ms", "wall / (passes·ERM)",
-         "cpu / (passes·ERM)"],
-        (
-            [r["model"], f"{r['params']:,}", r["method"], str(r["s"] or ""), passes(r),
-             f"{r['wall_ms']:.2f}", f"{r['cpu_ms']:.2f}", _fmt(r["wall_over_floor"]),
-             _fmt(r["cpu_over_floor"])]
-            for r in result.timing
-        ),
-    )  # fmt: skip
-    if result.memory:
-        lines.append("")
-        lines += _table(
-            ["model", "method", "s", "peak MB", "extra over ERM (MB)", "extra / parameter bytes"],
-            (
-                [r["model"], r["method"], str(r["s"] or ""), f"{r['peak_bytes'] / 2**20:.2f}",
-                 f"{r['extra_over_erm_bytes'] / 2**20:.2f}", f"{r['param_buffers']:.2f}"]
-                for r in result.memory
-            ),
-        )  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------- scaling
-def scaling_vs_s(
-    model: str = "cnn1d",
-    samples: Sequence[int] = (1, 2, 3, 4, 5, 6, 8),
-    *,
-    repeats: int = 20,
-    batch_size: int | None = None,
-    methods: Sequence[str] = ("tsam", "official"),
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Median step time (wall and CPU) against s for ``methods``, with ERM for the 2s line."""
-    cases = [Case(model, "erm")] + [Case(model, m, s) for s in samples for m in methods]
-    built = {c: build_case(c, batch_size=batch_size, device=device) for c in cases}
-    times = time_cases(built, repeats=repeats, device=device)
-    out: dict[str, Any] = {"model": model, "samples": list(samples), "erm": {}, "methods": {}}
-    out["erm"] = {k: _median(v) for k, v in times[Case(model, "erm")].items()}
-    for m in methods:
-        out["methods"][m] = {
-            clock: [_median(times[Case(model, m, s)][clock]) for s in samples]
-            for clock in ("wall", "cpu")
-        }
-    return out
-
-
-def scaling_vs_params(
-    widths: Sequence[int] = (32, 128, 512, 1024, 2048),
-    s: int = 3,
-    *,
-    repeats: int = 20,
-    batch_size: int = 64,
-    methods: Sequence[str] = ("tsam", "official"),
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """Step time / (2s·ERM) against the parameter count of an MLP of growing width."""
-    out: dict[str, Any] = {"s": s, "widths": list(widths), "params": [], "methods": {}}
-    for m in methods:
-        out["methods"][m] = {"wall": [], "cpu": []}
-    for width in widths:
-        kw = {"hidden": width}
-        cases = [Case(f"mlp{width}", "erm")] + [Case(f"mlp{width}", m, s) for m in methods]
-        built = {c: build_case(c, batch_size=batch_size, device=device, model_kwargs=kw)
-                 for c in cases}  # fmt: skip
-        out["params"].append(next(iter(built.values())).num_params)
-        times = time_cases(built, repeats=repeats, device=device)
-        erm = {k: _median(v) for k, v in times[cases[0]].items()}
-        for case in cases[1:]:
-            for clock in ("wall", "cpu"):
-                value = _median(times[case][clock]) / (2 * s * erm[clock])
-                out["methods"][case.method][clock].append(value)
-    return out
-
-
-def scaling_markdown(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None) -> str:
-    """The scaling measurements as Markdown tables (CPU-time medians)."""
-    lines: list[str] = []
-    if vs_s is not None:
-        methods = list(vs_s["methods"])
-        erm = vs_s["erm"]["cpu"]
-        lines += [f"{vs_s['model']}: step time (ms, CPU) against s", ""]
-        lines += _table(
-            ["s", "ideal 2s·ERM", *methods],
-            (
-                [str(s), f"{1e3 * 2 * s * erm:.1f}",
-                 *(f"{1e3 * vs_s['methods'][m]['cpu'][i]:.1f}" for m in methods)]
-                for i, s in enumerate(vs_s["samples"])
-            ),
-        )  # fmt: skip
-        lines.append("")
-    if vs_params is not None:
-        methods = list(vs_params["methods"])
-        widths = zip(vs_params["widths"], vs_params["params"], strict=True)
-        lines += [f"MLP of growing width, s = {vs_params['s']}: step time / (2s·ERM), CPU", ""]
-        lines += _table(
-            ["hidden width", "parameters", *methods],
-            (
-                [str(w), f"{n:,}", *(f"{vs_params['methods'][m]['cpu'][i]:.3f}" for m in methods)]
-                for i, (w, n) in enumerate(widths)
-            ),
-        )  # fmt: skip
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _save(fig: Any, ax: Any, path: Path) -> Path:
-    """Legend, grid, layout; write ``path`` and close the figure."""
-    import matplotlib.pyplot as plt
-
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def plot_scaling(vs_s: dict[str, Any] | None, vs_params: dict[str, Any] | None, out_dir: Path,
-                 clock: str = "cpu") -> list[Path]:  # fmt: skip
-    """Small PNGs: step time vs s with the ideal 2s·ERM line; time/(2s·ERM) vs parameters."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    names = {"tsam": "TSAM (ours)", "official": "official semantics", "resample": "tsam-resample"}
-    if vs_s is not None:
-        fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=90)
-        samples = vs_s["samples"]
-        erm = vs_s["erm"][clock]
-        ax.plot(samples, [1e3 * 2 * s * erm for s in samples], "k--", label="ideal 2s·ERM")
-        for m, series in vs_s["methods"].items():
-            ax.plot(samples, [1e3 * v for v in series[clock]], "o-", label=names.get(m, m))
-        ax.set_xticks(samples)
-        ax.set_xlabel("samples s")
-        ax.set_ylabel(f"step time, ms ({clock})")
-        ax.set_title(f"{vs_s['model']}: step time vs s", fontsize=10)
-        written.append(_save(fig, ax, out_dir / "bench_time_vs_s.png"))
-    if vs_params is not None:
-        fig, ax = plt.subplots(figsize=(4.6, 3.2), dpi=90)
-        params = vs_params["params"]
-        ax.axhline(1.0, color="k", linestyle="--", label="ideal 2s·ERM")
-        for m, series in vs_params["methods"].items():
-            ax.plot(params, series[clock], "o-", label=names.get(m, m))
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters (MLP of growing width)")
-        ax.set_ylabel(f"step time / (2s·ERM) ({clock})")
-        ax.set_title(f"s = {vs_params['s']}: overhead vs model size", fontsize=10)
-        written.append(_save(fig, ax, out_dir / "bench_overhead_vs_params.png"))
-    return written
-
-
 __all__ = [
-    "BENCH_MODELS",
-    "METHODS",
     "BenchResult",
-    "Case",
-    "build_case",
     "keep_heap",
-    "markdown",
+    "median",
     "memory_rows",
-    "plot_scaling",
     "ratio_rows",
     "run_bench",
-    "scaling_markdown",
-    "scaling_vs_params",
-    "scaling_vs_s",
     "time_cases",
 ]

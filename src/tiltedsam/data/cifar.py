@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tiltedsam._files import save_npz
 from tiltedsam.data.integrity import read_npz, sha256_of, verify_gzip_stream
 from tiltedsam.data.mnist1d import ArrayDataset
 
@@ -178,10 +179,7 @@ def load_cifar(
     arrays = _read_cache(cache) if cache.exists() else None
     if arrays is None:
         arrays = _read_arrays(path)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(cache)
+        save_npz(cache, arrays)
     found = len(arrays["classes"])
     if found != num_classes:
         raise ValueError(f"{path}: found {found} classes, expected num_classes={num_classes}")

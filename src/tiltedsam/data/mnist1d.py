@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tiltedsam._files import save_npz
+
 
 @dataclass(frozen=True)
 class ArrayDataset:
@@ -71,10 +73,7 @@ def load_mnist1d(
         finally:
             np.random.set_state(state)  # noqa: NPY002
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, **{k: raw[k] for k in ("x", "y", "x_test", "y_test")})
-            tmp.replace(path)
+            save_npz(path, {k: raw[k] for k in ("x", "y", "x_test", "y_test")})
 
     def features(a: np.ndarray) -> Tensor:
         return torch.from_numpy(np.asarray(a, dtype=np.float32)).unsqueeze(1)

@@ -14,30 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
 from tiltedsam.data.glue import TASKS, load_glue_split
 from tiltedsam.data.mnist1d import ArrayDataset
+from tiltedsam.models.text import pack
 
 ENCODER_LAYERS = 6  # all-MiniLM-L6-v2
-
-
-def pack(states: list[Tensor], max_length: int) -> Tensor:
-    """``(N, max_length, hidden + 1)``: zero-padded states, the 0/1 token mask last."""
-    hidden = states[0].shape[1]
-    out = torch.zeros(len(states), max_length, hidden + 1)
-    for row, s in enumerate(states):
-        n = min(len(s), max_length)
-        out[row, :n, :hidden] = s[:n]
-        out[row, :n, hidden] = 1.0
-    return out
-
-
-def unpack(x: Tensor) -> tuple[Tensor, Tensor]:
-    """(states, mask) of a packed batch, trimmed to its longest example."""
-    mask = x[..., -1]
-    longest = int(mask.sum(dim=1).max().item()) if len(x) else 0
-    return x[:, :longest, :-1], mask[:, :longest].to(torch.long)
 
 
 def load_text_features(
@@ -52,7 +34,8 @@ def load_text_features(
 ) -> ArrayDataset:
     """Features of GLUE ``task`` (a classification task) after the frozen
     ``6 - trainable_layers`` lower layers; the training subset drawn from ``seed``."""
-    from tiltedsam.experiments.glue_train import _load_encoder, encode_frozen
+    from tiltedsam.data.glue_cache import encode_frozen
+    from tiltedsam.models.text import load_encoder
 
     if task not in TASKS or TASKS[task].regression:
         raise ValueError(f"text features need a GLUE classification task, got {task!r}")
@@ -68,7 +51,7 @@ def load_text_features(
             raise ValueError(f"train_subset must be in [1, {len(train)}], got {train_subset}")
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         keep = perm[:train_subset].sort().values.tolist()
-    encoder, tokenizer = _load_encoder(encoder_path)
+    encoder, tokenizer = load_encoder(encoder_path)
 
     def features(pairs, rows):
         text_a = [pairs.text_a[i] for i in rows]

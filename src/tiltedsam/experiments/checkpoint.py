@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import warnings
 from collections.abc import Callable
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tiltedsam._files import write_atomic
 
 MAGIC = b"TILTEDSAM-CHECKPOINT v1 sha256="
 _DIGEST_LEN = 64
@@ -55,19 +56,6 @@ def remove_checkpoints(path: Path) -> None:
         file.unlink(missing_ok=True)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not possible on every platform (e.g. Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(payload: Any, path: Path) -> None:
     """Write ``payload`` to ``path`` atomically with a checksum; keep the old file as ``.prev``."""
     path = Path(path)
@@ -76,20 +64,7 @@ def save_checkpoint(payload: Any, path: Path) -> None:
     torch.save(payload, buffer)
     data = buffer.getbuffer()
     digest = hashlib.sha256(data).hexdigest().encode("ascii")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(MAGIC + digest + b"\n")
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if path.exists():
-            os.replace(path, previous_path(path))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # e.g. a full disk: the checkpoints before stay as they were
-        raise
-    _fsync_dir(path.parent)
+    write_atomic(path, [MAGIC + digest + b"\n", data], previous=previous_path(path))
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

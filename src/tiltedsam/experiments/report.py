@@ -1,24 +1,31 @@
-"""Tables (Markdown) and plots (PNG, headless matplotlib) from run results."""
+"""Tables (Markdown, CSV) and plots (PNG, headless matplotlib) from run results.
+
+This module only renders: the runs come from the commands or from the run store
+(:func:`~tiltedsam.experiments.store.load_runs`), what is selected from
+:mod:`tiltedsam.experiments.selection`, and every file is written atomically
+(:mod:`tiltedsam._files`).
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
-import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tiltedsam.experiments.store import write_text_atomic
-
-
-def _savefig_atomic(fig: Any, path: Path) -> None:
-    """Save a figure as PNG through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
+from tiltedsam._files import save_figure, write_atomic
+from tiltedsam.experiments.selection import (
+    group_by_method,
+    mixed_settings,
+    ordered_labels,
+    select_on_validation,
+)
+from tiltedsam.experiments.store import load_runs
+from tiltedsam.optim import METHODS, parse_method
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -26,13 +33,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return mean, std
-
-
-def group_by_method(results: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for result in results:
-        groups.setdefault(result["method"], []).append(result)
-    return groups
 
 
 def summary_table(results: Sequence[dict[str, Any]]) -> str:
@@ -83,34 +83,48 @@ def plot_accuracy(results: Sequence[dict[str, Any]], path: Path) -> None:
     top = max(finite)
     ax.set_ylim(max(min(finite), top - 30), min(100, top + 2))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _savefig_atomic(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
-def load_results(root: Path) -> list[dict[str, Any]]:
-    """Every finished run under ``root/runs``: its result with the config it ran."""
-    import json
+def write_compare_report(results: list[dict[str, Any]], root: Path, header: str = "") -> str:
+    """Write ``results.csv``, ``metrics.csv``, ``results.json``, ``summary.md`` and
+    ``accuracy.png`` of a ``compare`` under ``root``; returns the table."""
+    table = summary_table(results)
+    write_atomic(root / "summary.md", header + "\n" + table)
+    fields = ["method", "seed", "test_accuracy", "test_loss", "train_loss", "train_accuracy",
+              "wall_time", "cpu_time", "steps", "closure_calls"]  # fmt: skip
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(results)
+    write_atomic(root / "results.csv", handle.getvalue())
+    handle = io.StringIO(newline="")
+    rows = csv.writer(handle)
+    rows.writerow(["method", "seed", *results[0]["history"][0].keys()])
+    for r in results:
+        for h in r["history"]:
+            rows.writerow([r["method"], r["seed"], *h.values()])
+    write_atomic(root / "metrics.csv", handle.getvalue())
+    plot_accuracy(results, root / "accuracy.png")
+    write_atomic(root / "results.json", json.dumps(results, indent=1))
+    return table
 
-    out = []
-    for summary in sorted(root.glob("runs/*/seed*/summary.json")):
-        stored = json.loads(summary.read_text())
-        out.append({**stored["result"], "config": stored["config"]})
-    return out
 
-
-def select_on_validation(results: Sequence[dict[str, Any]]) -> dict[str, str]:
-    """For each optimizer name, the method label with the best mean validation accuracy."""
-    best: dict[str, tuple[float, str]] = {}
-    for label, runs in group_by_method(results).items():
-        vals = [r["val_accuracy"] for r in runs if r.get("val_accuracy") is not None]
-        if len(vals) != len(runs):
-            continue
-        name = runs[0]["config"]["method"]
-        score = statistics.fmean(vals)
-        if name not in best or score > best[name][0]:
-            best[name] = (score, label)
-    return {name: label for name, (_, label) in best.items()}
+def load_results(root: str | Path) -> list[dict[str, Any]]:
+    """Every finished run under ``root`` (:func:`~tiltedsam.experiments.store.load_runs`); an
+    error when one label holds runs of different settings (they are not seeds of one
+    configuration: report them from separate directories)."""
+    results = load_runs(root)
+    mixed = mixed_settings(results)
+    if mixed:
+        label, keys = next(iter(mixed.items()))
+        raise ValueError(
+            f"{root}: the runs of {label!r} differ in {', '.join(keys)} (runs with other settings "
+            f"share the directory); report each setting from its own output directory"
+            + (f" ({len(mixed) - 1} more label(s) like it)" if len(mixed) > 1 else "")
+        )
+    return results
 
 
 def _row(label: str, runs: list[dict[str, Any]]) -> str:
@@ -128,19 +142,26 @@ def _row(label: str, runs: list[dict[str, Any]]) -> str:
             f"| {cpu} |")  # fmt: skip
 
 
-def write_sweep_report(root: str | Path) -> str:
-    """``report.md`` (selected configs and all configs) and PNG plots under ``root``."""
+def sweep_settings(root: str | Path) -> dict[str, Any]:
+    """``sweep.json`` of a sweep directory (its grid and selection seeds); {} if there is none."""
+    path = Path(root) / "sweep.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = None) -> str:
+    """``report.md`` (selected configs and all configs) and PNG plots under ``root``, of
+    ``results`` (the runs of a sweep) or of every run stored under ``root``."""
     root = Path(root)
-    results = load_results(root)
+    results = load_results(root) if results is None else results
     if not results:
         raise FileNotFoundError(f"no finished runs under {root}/runs/")
+    settings = sweep_settings(root)
+    select_seeds = settings.get("select_seeds")
+    order = [parse_method(spec).label for spec in settings.get("grid", [])]
     groups = group_by_method(results)
-    settings = root / "sweep.json"
-    select_seeds = (
-        json.loads(settings.read_text()).get("select_seeds") if settings.exists() else None
-    )
+    groups = {label: groups[label] for label in ordered_labels(groups, order)}
     pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
-    selected = select_on_validation(pool)
+    selected = select_on_validation(pool, order)
     header = (
         "| method | seeds | val acc (%) | test acc (%) | wall time (s) | CPU time (s) |\n"
         "|---|---|---|---|---|---|"
@@ -155,15 +176,14 @@ def write_sweep_report(root: str | Path) -> str:
     lines += ["All configurations:", "", header]
     lines += [_row(label, runs) for label, runs in groups.items()]
     text = "\n".join(lines) + "\n"
-    write_text_atomic(root / "report.md", text)
     chosen = [r for r in results if r["method"] in set(selected.values())] or list(results)
     plot_accuracy(chosen, root / "accuracy_vs_epoch.png")
     _plot_tilt(results, root / "accuracy_vs_t.png")
     curve = tilt_curve(results, selected.get("tsam"))
     if curve:
         text += "\n" + curve
-        (root / "report.md").write_text(text)
         _plot_tilt_convergence(results, root / "convergence_vs_t.png", selected.get("tsam"))
+    write_atomic(root / "report.md", text)
     _plot_wall(chosen, root / "wall_time.png")
     return text
 
@@ -175,10 +195,11 @@ def _plot_tilt(results: Sequence[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    tilted = {name for name, info in METHODS.items() if "tilt" in info.defaults}
     lines: dict[str, dict[float, list[dict[str, Any]]]] = {}
     for r in results:
         options = r["config"].get("options", {})
-        if r["config"]["method"] not in ("tsam", "tsam-naive") or "tilt" not in options:
+        if r["config"]["method"] not in tilted or "tilt" not in options:
             continue
         rest = ",".join(f"{k}={v}" for k, v in sorted(options.items()) if k != "tilt")
         lines.setdefault(f"{r['config']['method']} {rest}", {}).setdefault(
@@ -200,7 +221,7 @@ def _plot_tilt(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    _savefig_atomic(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -281,7 +302,7 @@ def _plot_tilt_convergence(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -298,155 +319,5 @@ def _plot_wall(results: Sequence[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(range(len(names)), [n[:18] for n in names], rotation=30, ha="right", fontsize=7)
     ax.set_ylabel("training wall time (s)")
     fig.tight_layout()
-    _savefig_atomic(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
-
-
-# --- GLUE tables (``tiltedsam glue``) ----------------------------------------------------------
-
-_METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman": "Spearman",
-                 "matthews": "MCC"}  # fmt: skip
-
-
-def _ms100(values: Sequence[float]) -> str:
-    mean, std = mean_std([100 * v for v in values])
-    return f"{mean:.2f} ± {std:.2f}"
-
-
-def _glue_settings(root: Path) -> dict[str, Any]:
-    path = root / "glue.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{root} has no glue.json: not a directory written by tiltedsam glue"
-        )
-    return json.loads(path.read_text())
-
-
-def glue_selection(root: str | Path) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, Any]]:
-    """(runs, {optimizer: selected label}, settings) of a ``tiltedsam glue`` directory."""
-    from tiltedsam.experiments.glue_train import select_glue
-
-    root = Path(root)
-    settings = _glue_settings(root)
-    results = load_results(root)
-    if not results:
-        raise FileNotFoundError(f"no finished runs under {root}/runs/")
-    select_seeds = settings.get("select_seeds")
-    pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
-    from tiltedsam.experiments.methods import parse_method
-    from tiltedsam.experiments.sweep import expand_grid
-
-    order = [parse_method(spec).label for spec in expand_grid(settings["grid"])]
-    return results, select_glue(pool, order), settings
-
-
-def _glue_rows(task_metrics: Sequence[str], groups, labels, erm_time: float) -> list[str]:
-    rows = []
-    for label in labels:
-        runs = groups[label]
-        dev = " | ".join(_ms100([r["dev"][m] for r in runs]) for m in task_metrics)
-        wall = statistics.fmean(r["wall_time"] for r in runs)
-        passes = runs[0]["closure_calls"] / runs[0]["steps"]
-        ratio = f"{wall / erm_time:.1f}×" if not math.isnan(erm_time) else "–"
-        rows.append(f"| {label} | {len(runs)} | {_ms100([r['val_score'] for r in runs])} | {dev} | "
-                    f"{passes:g} | {wall:.0f} | {ratio} |")  # fmt: skip
-    return rows
-
-
-def write_glue_report(root: str | Path) -> str:
-    """``report.md`` of a ``tiltedsam glue`` directory: settings, the selected configuration of
-    each optimizer over all seeds (GLUE metrics on dev, mean ± std), then every configuration."""
-    from tiltedsam.data.glue import TASKS
-
-    root = Path(root)
-    results, selected, settings = glue_selection(root)
-    config = settings["config"]
-    task = settings["task"]
-    task_metrics = TASKS[task].metrics
-    groups = group_by_method(results)
-    select_seeds = settings.get("select_seeds")
-    erm_label = selected.get("erm")
-    erm_time = (statistics.fmean(r["wall_time"] for r in groups[erm_label])
-                if erm_label else math.nan)  # fmt: skip
-    names = " | ".join(f"dev {_METRIC_NAMES.get(m, m)}" for m in task_metrics)
-    header = (f"| method | seeds | val score | {names} | passes/step | wall time (s) | time / ERM |\n"
-              f"|---|---|---|{'---|' * len(task_metrics)}---|---|---|")  # fmt: skip
-    examples = settings.get("examples", {})
-    k = config["trainable_layers"]
-    cache = f", {settings['cache_seconds']:.0f} s" if "cache_seconds" in settings else ""
-    lr = f"{config['lr']:g}"
-    if "shared_lr" in settings:
-        lr = (f"{settings['shared_lr']:g} for the methods without their own lr (the lr of "
-              f"`{settings['lr_from_erm']}`, selected on validation among the ERM runs)")  # fmt: skip
-    lines = [
-        f"# GLUE {task}",
-        "",
-        f"Encoder {settings.get('encoder', 'all-MiniLM-L6-v2')}, top {k} of {settings.get('encoder_layers', 6)} layers + linear head trained (frozen layers' "
-        f"output cached once{cache}); "
-        f"max length {config['max_length']}, batch {config['batch_size']} "
-        f"({'length-grouped' if config.get('group_by_length', True) else 'random'}), "
-        f"{config['epochs']} epoch(s), {config['base']} lr {lr} "
-        f"({config['lr_schedule']}, warm-up {config['warmup']:g}), weight decay "
-        f"{config['weight_decay']:g}; {examples.get('train', '?')} train / "
-        f"{examples.get('val', '?')} validation (held out of GLUE train, split seed "
-        f"{config['split_seed']}) / {examples.get('dev', '?')} dev examples.",
-        "",
-        "Val score: mean of the task's GLUE metrics on the validation part (×100); dev: GLUE "
-        "metrics on the dev split (×100), mean ± std over seeds; wall time: training steps only, "
-        "mean per run.",
-        "",
-    ]
-    if selected:
-        on = "all seeds" if select_seeds is None else f"seed(s) {', '.join(map(str, select_seeds))}"
-        lines += [f"Selected per optimizer by mean validation score on {on} (dev never used "
-                  "for selection); every seed of the selected configuration:", "", header]  # fmt: skip
-        lines += _glue_rows(task_metrics, groups, list(selected.values()), erm_time)
-        lines.append("")
-    pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
-    seeds_text = (
-        ""
-        if select_seeds is None
-        else f" on the selection seed(s) {', '.join(map(str, select_seeds))}"
-    )
-    lines += [f"All configurations{seeds_text} (what the selection saw):", "", header]
-    from tiltedsam.experiments.methods import parse_method
-    from tiltedsam.experiments.sweep import expand_grid
-
-    order = [parse_method(spec).label for spec in expand_grid(settings["grid"])]
-    pool_groups = group_by_method(pool)
-    labels = sorted(pool_groups, key=lambda x: order.index(x) if x in order else len(order))
-    lines += _glue_rows(task_metrics, pool_groups, labels, erm_time)
-    total = sum(r["wall_time"] for r in results) / 60
-    lines += ["", f"{len(results)} runs, {total:.1f} min of training steps in all (evaluation and "
-              "the frozen-layer cache not included)."]  # fmt: skip
-    text = "\n".join(lines) + "\n"
-    (root / "report.md").write_text(text)
-    return text
-
-
-def glue_summary(roots: Sequence[str | Path]) -> str:
-    """One table over tasks: the selected configuration of each optimizer per task, dev metrics
-    mean ± std over its seeds, and the selected hyperparameters."""
-    from tiltedsam.data.glue import TASKS
-
-    columns, cells, chosen = [], {}, {}
-    for root in roots:
-        results, selected, settings = glue_selection(root)
-        task = settings["task"]
-        groups = group_by_method(results)
-        for name, label in selected.items():
-            chosen.setdefault(name, []).append(f"{task}: `{label}` ({len(groups[label])} seeds)")
-        for metric in TASKS[task].metrics:
-            column = f"{task} {_METRIC_NAMES.get(metric, metric)}"
-            columns.append(column)
-            for name, label in selected.items():
-                cells[(name, column)] = _ms100([r["dev"][metric] for r in groups[label]])
-    names = [n for n in ("erm", "sam", "tsam") if n in chosen] + sorted(
-        set(chosen) - {"erm", "sam", "tsam"}
-    )
-    lines = ["| method | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
-    for name in names:
-        lines.append(f"| {name} | " + " | ".join(cells.get((name, c), "–") for c in columns) + " |")
-    lines += ["", "Selected configurations:", ""]
-    lines += [f"- {name}: " + "; ".join(chosen[name]) for name in names]
-    return "\n".join(lines) + "\n"

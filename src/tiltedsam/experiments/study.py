@@ -27,24 +27,27 @@ finished ones are read back (the runs are claimed, so two processes never train 
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tiltedsam import __version__
+from tiltedsam._files import write_json
 from tiltedsam._validation import check_unit_interval
-from tiltedsam.data import load_dataset
 from tiltedsam.data.mnist1d import ArrayDataset
-from tiltedsam.experiments.checkpoint import remove_checkpoints
-from tiltedsam.experiments.methods import METHOD_DEFAULTS, MethodSpec, parse_method
-from tiltedsam.experiments.store import claim_run, write_json_atomic
-from tiltedsam.experiments.sweep import expand_grid
-from tiltedsam.experiments.train import TrainConfig, check_method, check_seeds, train_run
+from tiltedsam.experiments.configs import DataConfig, TrainConfig, load_config_file, settings
+from tiltedsam.experiments.selection import best_epoch, best_of, best_val, expand_grid, final_val
+from tiltedsam.experiments.store import (
+    RunConfig,
+    canonical,
+    full_options,
+    read_summary,
+    run_key,
+    run_or_load,
+)
+from tiltedsam.experiments.train import check_method, check_seeds, train_run
+from tiltedsam.optim import METHODS, MethodSpec, canonical_name, parse_method
 
 STUDY_FILE = "study.json"
 
@@ -74,8 +77,13 @@ class StudyConfig:
         if not self.search:
             raise ValueError("search must name at least one method with its tuning stages")
         for method, stages in self.search.items():
-            if method not in METHOD_DEFAULTS:
-                raise ValueError(f"search: unknown method {method!r}")
+            if method not in METHODS:
+                hint = (
+                    f" (write {canonical_name(method)!r})"
+                    if canonical_name(method) in METHODS
+                    else ""
+                )
+                raise ValueError(f"search: unknown method {method!r}{hint}")
             if isinstance(stages, str) or not all(isinstance(s, str) for s in stages):
                 raise ValueError(f"search.{method} must be a list of grid strings")
         check_unit_interval("label_noise", self.label_noise)
@@ -110,27 +118,15 @@ class StudyConfig:
         kwargs["search"] = {k: list(v) for k, v in kwargs.get("search", {}).items()}
         return cls(train=train, **kwargs)
 
+    def data(self, seed: int) -> DataConfig:
+        """The data of the runs with ``seed``: it fixes the subset, the noise and the split."""
+        return DataConfig(dataset=self.dataset, data_path=self.data_path,
+                          label_noise=self.label_noise, train_subset=self.train_subset,
+                          val_size=self.val_size, seed=seed, augment=self.augment,
+                          max_length=self.max_length)  # fmt: skip
+
     def data_settings(self, seed: int) -> dict[str, Any]:
-        """What determines a run's data (part of its key; ``augment`` only when turned off,
-        so the keys of studies written before it existed are unchanged)."""
-        settings = {"name": self.dataset, "label_noise": self.label_noise,
-                    "train_subset": self.train_subset, "val_size": self.val_size, "seed": seed}  # fmt: skip
-        if not self.augment:
-            settings["augment"] = False
-        if self.dataset.startswith("glue:"):
-            settings["max_length"] = self.max_length
-        return settings
-
-
-def canonical(value: Any) -> Any:
-    """JSON-normalised (tuples become lists, floats stay floats), for keys and comparisons."""
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def run_key(run_config: dict[str, Any]) -> str:
-    """12 hex digits of the SHA-256 of the canonical run configuration."""
-    text = json.dumps(canonical(run_config), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return self.data(seed).settings()
 
 
 @dataclass
@@ -144,106 +140,52 @@ class Study:
 
     # -- runs -------------------------------------------------------------------------------
     def full_options(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Every option a run is trained with: the method's defaults, the run's lr and weight
-        decay, then ``options``, an int given for a float default made a float (``tilt=1`` is
-        the default 1.0); two spellings of one training give one dict, hence one key."""
-        train = self.config.train
-        defaults = {"lr": train.lr, "weight_decay": train.weight_decay, **METHOD_DEFAULTS[method]}
-        merged = {**defaults, **options}
-        for key, value in options.items():
-            default = defaults.get(key)
-            if (
-                isinstance(default, float)
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-            ):
-                merged[key] = float(value)
-        return canonical(merged)
+        """Every option a run is trained with (:func:`~tiltedsam.experiments.store.full_options`):
+        two spellings of one training give one dict, hence one key."""
+        return full_options(method, options, self.config.train.shared_options())
 
     def run_config(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
-        return canonical({"method": method, "options": self.full_options(method, options),
-                          "seed": seed, "data": self.config.data_settings(seed),
-                          "train": asdict(self.config.train)})  # fmt: skip
+        return self._run(method, options, seed).as_dict()
+
+    def _run(self, method: str, options: dict[str, Any], seed: int) -> RunConfig:
+        return RunConfig(method, self.full_options(method, options), seed,
+                         self.config.data_settings(seed), settings(self.config.train))  # fmt: skip
 
     def run_dir(self, method: str, options: dict[str, Any], seed: int) -> Path:
-        key = run_key(self.run_config(method, options, seed))
-        return self.out / "runs" / method / f"{key}-seed{seed}"
+        return self._run(method, options, seed).directory(self.out)
 
-    def data(self, seed: int) -> ArrayDataset:
+    def dataset(self, seed: int) -> ArrayDataset:
         if seed not in self._data:
             self._data.clear()  # one seed's data at a time: runs are ordered by seed
-            settings = self.config.data_settings(seed)
-            augment = settings.pop("augment", True)
-            name = settings.pop("name")
-            if name.startswith("glue:"):
-                data = self._text_data(name.removeprefix("glue:"), settings)
-            else:
-                data = load_dataset(name, self.config.data_path, **settings)
-            self._data[seed] = data if augment else dataclasses.replace(data, augment=None)
+            self._data[seed] = self.config.data(seed).load(model=self.config.train.model)
         return self._data[seed]
 
-    def _text_data(self, task: str, settings: dict[str, Any]) -> ArrayDataset:
-        """A GLUE task's frozen-layer features for a ``minilm_top<k>`` model, with the label
-        noise and validation split ``load_dataset`` would apply (same seeds, same order)."""
-        from tiltedsam.data import apply_label_noise, split_validation
-        from tiltedsam.data.text_features import load_text_features
-
-        model = self.config.train.model
-        if not model.startswith("minilm_top"):
-            raise ValueError(f"data set glue:{task} needs a minilm_top<k> model, got {model!r}")
-        root = self.config.data_path or "../shared/data/glue"
-        data = load_text_features(task, root, trainable_layers=int(model.removeprefix("minilm_top")),
-                                  max_length=settings["max_length"],
-                                  train_subset=settings["train_subset"], seed=settings["seed"])  # fmt: skip
-        if settings["label_noise"]:
-            noisy = apply_label_noise(data.y_train, settings["label_noise"], data.num_classes,
-                                      settings["seed"])  # fmt: skip
-            data = dataclasses.replace(data, y_train=noisy, y_train_clean=data.y_train)
-        return split_validation(data, settings["val_size"], settings["seed"])
-
     def stored(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
-        summary = self.run_dir(method, options, seed) / "summary.json"
-        if not summary.exists():
-            return None
-        try:
-            stored = json.loads(summary.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"{summary}: unreadable run summary ({err}); delete it to rerun"
-            ) from None
-        if stored.get("config") != self.run_config(method, options, seed):
-            raise ValueError(f"{summary}: written for another configuration than its key says")
-        return stored["result"]
+        """A finished run's result, or None (an unreadable summary is an error naming it)."""
+        found = read_summary(
+            self.run_dir(method, options, seed), self.run_config(method, options, seed)
+        )
+        return None if found is None else found["result"]
 
     def run(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
         """One run's result: read back if finished, else trained (resuming its checkpoint)."""
-        found = self.stored(method, options, seed)
-        if found is not None:
-            return found
-        directory = self.run_dir(method, options, seed)
-        with claim_run(directory, wait=True) as _claim:
-            found = self.stored(method, options, seed)
-            if found is not None:
-                return found
-            config = self.run_config(method, options, seed)
-            write_json_atomic(directory / "config.json", {**config, "version": __version__})
-            label = spec_label(method, options)
+        label = spec_label(method, options)
+
+        def train(directory: Path) -> dict[str, Any]:
             self.log(f"{self.config.name}: {label} seed {seed}")
             try:
-                result = train_run(MethodSpec(method, dict(options), label), self.data(seed),
-                                   self.config.train, seed, progress=False,
-                                   save_model=directory / "model.pt",
-                                   checkpoint=directory / "checkpoint.pt",
-                                   metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
+                return train_run(MethodSpec(method, dict(options), label), self.dataset(seed),
+                                 self.config.train, seed, progress=False,
+                                 save_model=directory / "model.pt",
+                                 checkpoint=directory / "checkpoint.pt",
+                                 metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
             except FloatingPointError as err:
                 # A configuration that diverges is a result of the tuning (never selected),
                 # not a reason to stop the study.
                 self.log(f"{self.config.name}: {label} seed {seed} diverged")
-                result = {"method": label, "seed": seed, "diverged": str(err), "history": []}
-            write_json_atomic(directory / "summary.json",
-                              {"config": config, "result": result, "version": __version__})  # fmt: skip
-            remove_checkpoints(directory / "checkpoint.pt")
-            return result
+                return {"method": label, "seed": seed, "diverged": str(err), "history": []}
+
+        return run_or_load(self.out, self._run(method, options, seed), train)  # type: ignore[return-value]
 
     # -- the protocol -------------------------------------------------------------------------
     def stage_points(self, method: str, stage: str, incumbent: dict[str, Any]) -> list[dict]:
@@ -312,7 +254,7 @@ class Study:
             early = best_of(tried, best_val)[0]
             selection[method] = {"final": final, "early": early, "budget": len(tried),
                                  "tried": [p for p, _ in tried]}  # fmt: skip
-            write_json_atomic(self.out / STUDY_FILE, self.summary(selection))
+            write_json(self.out / STUDY_FILE, self.summary(selection))
         for seed in self.config.seeds:  # seed-major: one data set in memory at a time
             for method, chosen in selection.items():
                 for options in unique([chosen["final"], chosen["early"]]):
@@ -325,7 +267,7 @@ class Study:
                     tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
                     self.run("tsam", {**base, "tilt": tilt}, seed)
         self.analyze(selection)
-        write_json_atomic(self.out / STUDY_FILE, self.summary(selection, done=True))
+        write_json(self.out / STUDY_FILE, self.summary(selection, done=True))
         return selection
 
     def analyze(self, selection: dict[str, Any]) -> None:
@@ -338,43 +280,11 @@ class Study:
                 directory = self.run_dir(method, chosen["final"], seed)
                 if (directory / "model.pt").exists() and not is_analyzed(directory):
                     self.log(f"{self.config.name}: flatness of {method} seed {seed}")
-                    analyze_run(directory, self.config.train.model, self.data(seed))
+                    analyze_run(directory, self.config.train.model, self.dataset(seed))
 
     def summary(self, selection: dict[str, Any], done: bool = False) -> dict[str, Any]:
         return canonical({"config": {**asdict(self.config), "train": asdict(self.config.train)},
                           "selection": selection, "finished": done, "version": __version__})  # fmt: skip
-
-
-def final_val(result: dict[str, Any]) -> float:
-    """Validation accuracy of the final epoch (-1 for a run that diverged)."""
-    if result.get("diverged"):
-        return -1.0
-    return float(result["history"][-1]["val_accuracy"])
-
-
-def best_epoch(result: dict[str, Any]) -> dict[str, Any]:
-    """The epoch record with the best validation accuracy (the earliest on ties): early stopping."""
-    history = result["history"]
-    return max(history, key=lambda h: (h["val_accuracy"], -h["epoch"]))
-
-
-def best_val(result: dict[str, Any]) -> float:
-    """The best validation accuracy over epochs (-1 for a run that diverged)."""
-    if result.get("diverged"):
-        return -1.0
-    return float(best_epoch(result)["val_accuracy"])
-
-
-def best_of(tried, score: Callable[[dict[str, Any]], float]) -> tuple[dict[str, Any], float]:
-    """The (options, mean score) with the highest mean score over seeds; the first on ties."""
-    best: tuple[dict[str, Any], float] | None = None
-    for options, results in tried:
-        value = statistics.fmean(score(r) for r in results)
-        if best is None or value > best[1]:
-            best = (options, value)
-    if best is None:
-        raise ValueError("no configuration was tried")
-    return best
 
 
 def unique(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -400,6 +310,18 @@ def _fmt(value: Any) -> str:
 
 
 def load_study_config(path: str | Path) -> StudyConfig:
-    from tiltedsam.cli import load_config_file
-
     return StudyConfig.from_dict(load_config_file(path))
+
+
+__all__ = [
+    "Study",
+    "StudyConfig",
+    "best_epoch",
+    "best_of",
+    "best_val",
+    "canonical",
+    "final_val",
+    "load_study_config",
+    "run_key",
+    "spec_label",
+]

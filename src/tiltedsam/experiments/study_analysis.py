@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from tiltedsam._files import write_json
 from tiltedsam.analysis.cross_eval import cross_evaluate
 from tiltedsam.analysis.flatness import noise_flatness
 from tiltedsam.analysis.hessian import hutchinson_trace, top_eigenvalues
 from tiltedsam.data.mnist1d import ArrayDataset
-from tiltedsam.experiments.store import write_json_atomic
 from tiltedsam.models import create_model
 
 SETTINGS: dict[str, Any] = {
@@ -94,5 +94,5 @@ def analyze_run(directory: Path, model_name: str, data: ArrayDataset) -> dict[st
     model = create_model(model_name, data.x_train.shape[1:], data.num_classes)
     model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
     result = flatness_of(model, data, dict(SETTINGS))
-    write_json_atomic(cached, result)
+    write_json(cached, result)
     return result

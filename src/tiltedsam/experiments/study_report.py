@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tiltedsam.experiments.configs import TrainConfig
 from tiltedsam.experiments.stats import mean_interval, paired_difference
 from tiltedsam.experiments.study import (
     STUDY_FILE,
@@ -25,7 +26,8 @@ from tiltedsam.experiments.study import (
     final_val,
     spec_label,
 )
-from tiltedsam.experiments.train import TrainConfig
+from tiltedsam.experiments.study_figures import early_test, final_test, plot_curves, plot_tcurve
+from tiltedsam.optim import parse_method
 
 NAMES = {"erm": "ERM", "sam": "SAM", "tsam": "TSAM"}
 
@@ -84,8 +86,6 @@ def read_study(out: str | Path) -> StudyView:
                 view.flatness[method][seed] = json.loads(path.read_text())
     if "tsam" in view.selection:
         base = view.selection["tsam"]["final"]
-        from tiltedsam.experiments.methods import parse_method
-
         for t in config.tcurve:
             tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
             seeds = config.tcurve_seeds or config.seeds
@@ -103,15 +103,6 @@ def _by_seed(load, method, options, seeds) -> dict[int, dict[str, Any]]:
 
 
 # -- numbers of a run ---------------------------------------------------------------------------
-def final_test(result: dict[str, Any]) -> float:
-    return float(result["history"][-1]["test_accuracy"])
-
-
-def early_test(result: dict[str, Any]) -> float:
-    """Test accuracy at the epoch of best validation accuracy (early stopping)."""
-    return float(best_epoch(result)["test_accuracy"])
-
-
 def _ms(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     if not values:
         return "–"
@@ -287,94 +278,6 @@ def tuning_table(view: StudyView) -> list[str]:
                         f"{', '.join(marks)} |")  # fmt: skip
     rows += ["", "</details>"]
     return rows
-
-
-# -- figures ------------------------------------------------------------------------------------
-COLORS = {"erm": "tab:gray", "sam": "tab:blue", "tsam": "tab:red"}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_curves(view: StudyView, path: Path) -> bool:
-    """The objective each method minimised (its epoch mean over steps, on the labels trained on)
-    and test accuracy per epoch of the final selections, mean over seeds with a band of ± one
-    std."""
-    import numpy as np
-
-    if not any(view.final.values()):
-        return False
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
-    for m, runs in view.final.items():
-        if not runs:
-            continue
-        for ax, key, scale in ((axes[0], "step_loss", 1.0), (axes[1], "test_accuracy", 100.0)):
-            values = np.array([[scale * h[key] for h in r["history"]] for r in runs.values()])
-            epochs = np.arange(1, values.shape[1] + 1)
-            mean, std = values.mean(0), values.std(0)
-            ax.plot(epochs, mean, color=COLORS.get(m), label=f"{NAMES.get(m, m)} (n = {len(runs)})")
-            ax.fill_between(epochs, mean - std, mean + std, color=COLORS.get(m), alpha=0.2, lw=0)
-    from matplotlib.ticker import FormatStrFormatter
-
-    axes[0].set_yscale("log")
-    axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    axes[0].yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    axes[0].set_ylabel("objective minimised, epoch mean")
-    axes[0].set_title("ERM: L(θ); SAM: L(θ+ε); TSAM: tilted L (labels trained on)", fontsize=9)
-    axes[1].set_title("test accuracy (clean test labels)", fontsize=9)
-    axes[1].set_ylabel("test accuracy (%)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[1].legend(loc="lower right", fontsize=9)
-    fig.suptitle(f"{view.config.name}: final selections, mean ± std over seeds", fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return True
-
-
-def plot_tcurve(view: StudyView, path: Path) -> bool:
-    """Final and best-val-epoch test accuracy against t (95% CIs), ERM and SAM as bands."""
-    points = [(t, list(r.values())) for t, r in sorted(view.tcurve.items()) if r]
-    if len(points) < 2:
-        return False
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110, sharey=False)
-    xs = [t for t, _ in points]
-    for ax, metric, runs_of, title in ((axes[0], final_test, view.final, "final model"),
-                                      (axes[1], early_test, view.early, "early stopped")):  # fmt: skip
-        stats = [mean_interval([metric(r) for r in rs]) for _, rs in points]
-        ax.errorbar(xs, [100 * m for m, _ in stats], yerr=[100 * h for _, h in stats], fmt="o-",
-                    color=COLORS["tsam"], capsize=3, label="TSAM")  # fmt: skip
-        for m in ("erm", "sam"):
-            rs = list(runs_of.get(m, {}).values())
-            if rs:
-                mean, half = mean_interval([metric(r) for r in rs])
-                ax.axhline(100 * mean, color=COLORS[m], lw=1.2, label=f"{NAMES[m]} (selected)")
-                ax.axhspan(100 * (mean - half), 100 * (mean + half), color=COLORS[m], alpha=0.15)
-        ax.set_xscale("symlog", linthresh=1.0)
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{t:g}" for t in xs])
-        ax.set_xlabel("tilt t")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{title}: mean and 95% CI over seeds", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=9, loc="best")
-    fig.suptitle(view.config.name, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return True
 
 
 # -- across studies -----------------------------------------------------------------------------

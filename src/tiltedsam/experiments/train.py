@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
-import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,13 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from tiltedsam._validation import (
-    check_choice,
-    check_int_at_least,
-    check_nonnegative,
-    check_positive,
-    check_unit_interval,
-)
+from tiltedsam._files import save_torch, write_atomic
+from tiltedsam._validation import check_int_at_least
 from tiltedsam.data.cifar import random_crop_flip
 from tiltedsam.data.mnist1d import ArrayDataset
 from tiltedsam.experiments.checkpoint import (
@@ -30,36 +22,13 @@ from tiltedsam.experiments.checkpoint import (
     load_latest,
     save_checkpoint,
 )
-from tiltedsam.experiments.methods import SEEDED, MethodSpec
-from tiltedsam.models import MODELS, create_model
-from tiltedsam.optim import PerturbationOptimizer, create_optimizer
+from tiltedsam.experiments.configs import TrainConfig, settings
+from tiltedsam.models import create_model
+from tiltedsam.optim import MethodSpec, PerturbationOptimizer, build_optimizer, run_budget
+from tiltedsam.optim.specs import check_spec
 
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "order_rng", "augment_rng", "torch_rng",
                    "history", "wall_time", "epoch")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings shared by every method in a comparison."""
-
-    model: str = "cnn1d"
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    lr_schedule: str = "cosine"
-
-    def __post_init__(self) -> None:
-        check_choice("model", self.model, sorted(MODELS))
-        check_int_at_least("epochs", self.epochs, 1)
-        check_int_at_least("batch_size", self.batch_size, 1)
-        check_positive("lr", self.lr)
-        check_nonnegative("momentum", self.momentum)
-        check_nonnegative("weight_decay", self.weight_decay)
-        check_unit_interval("label_smoothing", self.label_smoothing)
-        check_choice("lr_schedule", self.lr_schedule, ("cosine", "constant"))
 
 
 @dataclass
@@ -104,17 +73,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return total_loss / len(x), correct / len(x)
 
 
-def _save_atomic(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file (fsynced), then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
 def run_fingerprint(
     method: MethodSpec, data: ArrayDataset, config: TrainConfig, seed: int
 ) -> dict[str, Any]:
@@ -124,7 +82,7 @@ def run_fingerprint(
         "method": method.name,
         "options": method.kwargs(),
         "seed": seed,
-        "train": asdict(config),
+        "train": settings(config),
         "data": {
             "name": data.name,
             "input_shape": list(data.x_train.shape[1:]),
@@ -175,50 +133,7 @@ def check_seeds(seeds: Any) -> list[int]:
 def check_method(method: MethodSpec, config: TrainConfig) -> None:
     """Build ``method``'s optimizer on a dummy parameter, so a bad option fails before training,
     with an error that names the method and the option (and lists the allowed ones)."""
-    kwargs = method.kwargs()
-    lr = kwargs.pop("lr", config.lr)
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ValueError(f"{method.label!r}: option lr must be a number in (0, inf), got {lr!r}")
-    weight_decay = kwargs.pop("weight_decay", config.weight_decay)
-    if (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, int | float)
-        or not (0 <= weight_decay < math.inf)
-    ):
-        raise ValueError(
-            f"{method.label!r}: option weight_decay must be a number in [0, inf), got "
-            f"{weight_decay!r}"
-        )
-    if method.name == "esam1":
-        budget = kwargs.pop("budget", None)
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(f"{method.label!r}: esam1 budget must be an int >= 1, got {budget!r}")
-    dummy = nn.Linear(1, 1)
-    shared = {"lr": float(lr), "momentum": config.momentum, "weight_decay": float(weight_decay)}
-    try:
-        create_optimizer(method.name, dummy.parameters(), base="sgd", **shared, **kwargs)
-    except TypeError as err:
-        match = re.search(r"unexpected keyword argument '(\w+)'", str(err))
-        if match is None:
-            raise TypeError(f"{method.label!r}: {err}") from None
-        cls = type(create_optimizer(method.name, dummy.parameters(), base="sgd", lr=0.1))
-        allowed = _keywords(cls) | _keywords(torch.optim.SGD) | {"lr", "weight_decay"}
-        allowed |= {"budget"} if method.name == "esam1" else set()
-        raise ValueError(
-            f"{method.label!r}: unknown option {match.group(1)!r} for method {method.name}; "
-            f"its options are {', '.join(sorted(allowed))}"
-        ) from None
-    except ValueError as err:
-        raise ValueError(f"{method.label!r}: {err}") from None
-
-
-def _keywords(cls: type) -> set[str]:
-    skip = {"self", "params", "base_optimizer_cls", "model"}
-    return {
-        name
-        for name, p in inspect.signature(cls.__init__).parameters.items()
-        if name not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-    }
+    check_spec(method, config.base, config.base_kwargs())
 
 
 def _metrics_records(metrics: Path | None) -> int:
@@ -263,46 +178,12 @@ def train_run(
     model = create_model(config.model, data.x_train.shape[1:], data.num_classes)
     _check_model_fits_data(model, data, config.model)
     fingerprint = run_fingerprint(method, data, config, seed)
-    kwargs = method.kwargs()
-    # A method may carry its own learning rate (``sam:lr=0.05``), so a sweep can tune lr per
-    # method with the same grid budget; otherwise the shared ``config.lr`` applies.
-    lr = kwargs.pop("lr", config.lr)
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ValueError(f"method option lr must be a number in (0, inf), got {lr!r}")
-    # Likewise weight decay (``erm:weight_decay=0/5e-4``): ERM's regulariser in a tuning budget.
-    weight_decay = kwargs.pop("weight_decay", config.weight_decay)
-    if (
-        isinstance(weight_decay, bool)
-        or not isinstance(weight_decay, int | float)
-        or not (0 <= weight_decay < math.inf)
-    ):
-        raise ValueError(
-            f"method option weight_decay must be a number in [0, inf), got {weight_decay!r}"
-        )
-    epochs = config.epochs
-    if method.name == "esam1":
-        budget = kwargs.pop("budget")
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
-            raise ValueError(f"esam1 budget must be an int >= 1, got {budget!r}")
-        epochs *= budget
+    epochs = config.epochs * run_budget(method)  # ESAM1: TSAM's pass budget
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
     total_steps = steps_per_epoch * epochs
-    if method.name in SEEDED:
-        kwargs.setdefault("seed", seed)
-    if method.name in ("tsam", "tsam-naive", "tsam-resample"):
-        if kwargs.get("tilt_schedule", "constant") != "constant":
-            kwargs.setdefault("total_steps", total_steps)
-    if method.name != "erm":
-        kwargs.setdefault("model", model)
-    optimizer = create_optimizer(
-        method.name,
-        model.parameters(),
-        base="sgd",
-        lr=float(lr),
-        momentum=config.momentum,
-        weight_decay=float(weight_decay),
-        **kwargs,
-    )
+    optimizer = build_optimizer(method, model.parameters(), base=config.base,
+                                base_kwargs=config.base_kwargs(), seed=seed,
+                                total_steps=total_steps, model=model)  # fmt: skip
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
         if config.lr_schedule == "cosine"
@@ -434,16 +315,14 @@ def train_run(
                 checkpoint,
             )
         if metrics is not None:
-            tmp = metrics.with_name(f".{metrics.name}.{os.getpid()}.tmp")
-            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-            tmp.replace(metrics)
+            write_atomic(metrics, "".join(json.dumps(h) + "\n" for h in history))
     bar.close()
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     train_acc_clean = None
     if data.y_train_clean is not None:
         train_acc_clean = evaluate(model, data.x_train, data.y_train_clean)[1]
     if save_model is not None:
-        _save_atomic(model.state_dict(), save_model)
+        save_torch(save_model, model.state_dict())
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
     last = history[-1]
     return RunResult(

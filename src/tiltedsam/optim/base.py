@@ -1,15 +1,19 @@
 """Shared machinery of the perturbation optimizers (SAM, TSAM, ...).
 
 A perturbation optimizer wraps a real ``torch.optim`` optimizer (the *base*) and owns nothing but
-the recipe for the gradient it hands to it.  Each ``step(closure)``:
+the recipe for the gradient it hands to it.  Each ``step(closure)`` reads like davda54/sam::
 
-1. saves θ (one parameter-sized buffer, reused across steps);
-2. calls the closure at one or more perturbed points ``θ + ε`` (each call is a *pass*: the
-   optimizer sets ``p.grad = None`` first; the closure computes the loss, calls ``backward`` and
-   returns the loss; it must not zero gradients itself, so it may accumulate micro-batches);
-3. restores θ exactly (``copy_`` from the saved buffer), writes the combined gradient into
-   ``p.grad`` and calls ``base.step()`` once, so weight decay, momentum, param groups and LR
-   schedulers behave exactly as with the base optimizer alone.
+    ctx = self._begin_step()            # θ saved (one buffer, reused across steps)
+    loss = ctx.evaluate(closure)        # a pass: grads cleared, closure(), checked, counted
+    ...                                 # move the parameters, evaluate again, combine ctx.grads()
+    ctx.restore()                       # θ back, bit for bit
+    self._finish_step(grads, losses)    # the end-of-step policies, then base.step() once
+
+so weight decay, momentum, param groups and LR schedulers behave exactly as with the base
+optimizer alone.  The closure computes the loss, calls ``backward`` and returns the loss; it must
+not zero gradients itself (so it may accumulate micro-batches).  The pass machinery is
+:class:`~tiltedsam.optim.context.StepContext` (what samplers and the batched path see too); the
+end of the step is :mod:`tiltedsam.optim.policies`.
 
 BatchNorm: with ``model=`` given, running statistics are updated by the first pass of a step
 only: the buffers of every BatchNorm module are snapshotted after that pass and written back
@@ -44,13 +48,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from tiltedsam._tensors import global_norm, norms
 from tiltedsam._validation import (
     check_choice,
     check_nonnegative,
@@ -58,42 +61,12 @@ from tiltedsam._validation import (
     check_positive,
 )
 from tiltedsam.optim import _distributed as dist_ops
+from tiltedsam.optim import policies
 from tiltedsam.optim._amp import ScalerStep, check_grad_scaler
-
-Closure = Callable[[], Tensor]
+from tiltedsam.optim.context import BatchNormPolicy, Closure, StepContext, checked_loss
 
 NONFINITE_POLICIES = ("raise", "skip", "unchecked")
 BN_POLICIES = ("first", "every")
-
-
-def _batchnorm_buffers(model: nn.Module | None) -> list[Tensor]:
-    if model is None:
-        return []
-    buffers: list[Tensor] = []
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
-                buf = getattr(module, name, None)
-                if buf is not None:
-                    buffers.append(buf)
-    return buffers
-
-
-def checked_loss(loss: object, expected: str = "the loss tensor") -> Tensor:
-    """A closure's return value as a detached 0-dim tensor; a clear error for anything else."""
-    if loss is None:
-        raise TypeError(f"closure returned None; it must return {expected}")
-    if not isinstance(loss, Tensor):
-        if isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            loss = torch.tensor(float(loss))
-        else:
-            raise TypeError(f"closure must return a scalar loss tensor, got {type(loss)}")
-    if loss.numel() != 1:
-        raise ValueError(
-            f"closure must return a scalar loss, got shape {tuple(loss.shape)}; "
-            "reduce it (e.g. .mean()) before returning"
-        )
-    return loss.detach().reshape(())
 
 
 def perturbation_defaults(rho: float, noise_radius: float) -> dict[str, float]:
@@ -104,12 +77,26 @@ def perturbation_defaults(rho: float, noise_radius: float) -> dict[str, float]:
     }
 
 
+def from_legacy_state_dict(state_dict: Any) -> Any:
+    """A state dict in the earlier layout (``{"base": <base optimizer dict>, "perturbation":
+    ...}``, what checkpoints written before issue #18 hold) in today's; anything else as it is."""
+    if isinstance(state_dict, dict) and {"base", "perturbation"} <= state_dict.keys():
+        if isinstance(state_dict["base"], dict) and "state" not in state_dict:
+            return {**state_dict["base"], "perturbation": state_dict["perturbation"]}
+    return state_dict
+
+
 class PerturbationOptimizer(torch.optim.Optimizer):
     """Base class: wraps ``base_optimizer_cls(self.param_groups, **base_kwargs)``.
 
-    Subclasses implement ``step(closure)`` with ``_begin_step``, ``_evaluate``, ``_restore`` and
-    ``_finish_step``, and report ``passes_per_step`` (closure calls per step).
+    Subclasses implement ``step(closure)`` with ``ctx = self._begin_step()``, the context's
+    ``evaluate``/``grads``/``restore`` and ``self._finish_step(grads, losses)``, and report
+    ``passes_per_step`` (closure calls per step).  ``opt.param_groups`` and ``opt.state`` are the
+    base optimizer's own (torch's contract); ``opt.context`` is the :class:`StepContext`.
     """
+
+    # Keywords every subclass passes through to this class (the registry lists them as options).
+    SHARED_OPTIONS = ("grad_scaler", "max_grad_norm", "distributed", "process_group")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -151,19 +138,14 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             raise TypeError(f"keyword(s) {sorted(overlap)} given twice")
         super().__init__(params, {**defaults, **base_kwargs})
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
+        # torch's contract: the groups and the state are the base optimizer's own objects, so
+        # schedulers, checkpoint code and users that read ``opt.state`` see the momenta.
         self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self.nonfinite = nonfinite
-        self.bn_update = bn_update
-        self._bn_buffers = _batchnorm_buffers(model)
-        self._bn_snapshot: list[Tensor] | None = None
-        self._buffers: dict[str, list[Tensor]] = {}
-        self._checked_buffers: set[str] = set()
-        self._pass_in_step = 0
-        self._reached: list[bool] = []
         self.step_count = 0
         self.skipped_steps = 0
-        self.closure_calls = 0
         self._prepared = False
         self._defer = False
         self.max_grad_norm = (
@@ -171,11 +153,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         )
         device = self._trainable_params()[0].device if self._trainable_params() else None
         self.grad_scaler = check_grad_scaler(grad_scaler, device)
-        self._scaler_step = ScalerStep(self.grad_scaler)
         self.process_group = process_group
         self.distributed = dist_ops.resolve_mode(distributed, process_group)
         self._ranks_checked = False
-        self._reached_reduced: Tensor | None = None
         self.generator = torch.Generator(device=device or "cpu")
         # Without a seed, follow torch.manual_seed (without drawing from the global stream).
         base_seed = (torch.initial_seed() if seed is None else int(seed)) % 2**63
@@ -186,6 +166,10 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         elif self.distributed == "per_rank":  # each rank its own (m-sharpness)
             base_seed = (base_seed + dist_ops.rank(process_group)) % 2**63
         self.generator.manual_seed(base_seed)
+        self.context = StepContext(
+            self.generator, BatchNormPolicy(model, bn_update), ScalerStep(self.grad_scaler),
+            self.distributed, process_group,
+        )  # fmt: skip
         if self.distributed != "off":
             dist_ops.broadcast_params(self._trainable_params(), process_group)
 
@@ -201,48 +185,24 @@ class PerturbationOptimizer(torch.optim.Optimizer):
     def _trainable_params(self) -> list[Tensor]:
         return [p for group in self.param_groups for p in group["params"] if p.requires_grad]
 
-    def _group_views(self) -> list[tuple[dict[str, Any], list[Tensor]]]:
-        """Each param group with its trainable parameters, in a fixed order."""
-        views = []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.requires_grad]
-            if params:
-                views.append((group, params))
-        return views
-
-    def _group_blocks(self, tensors: list[Tensor]):
-        """Yield ``(group, params, block)`` per param group, ``block`` being the slice of
-        ``tensors`` (aligned with ``_trainable_params()``) that belongs to that group."""
-        start = 0
-        for group, params in self._group_views():
-            yield group, params, tensors[start : start + len(params)]
-            start += len(params)
-
-    def _buffer(self, name: str) -> list[Tensor]:
-        """A reusable parameter-shaped buffer list (allocated once, kept across steps).
-
-        Checked against the parameters once per step (``_begin_step`` resets the check)."""
-        buf = self._buffers.get(name)
-        if buf is not None and name in self._checked_buffers:
-            return buf
-        params = self._trainable_params()
-        if (
-            buf is None
-            or len(buf) != len(params)
-            or any(
-                b.shape != p.shape or b.dtype != p.dtype or b.device != p.device
-                for b, p in zip(buf, params, strict=True)
-            )
-        ):
-            buf = [torch.empty_like(p, memory_format=torch.preserve_format) for p in params]
-            self._buffers[name] = buf
-        self._checked_buffers.add(name)
-        return buf
-
     @property
     def extra_buffers(self) -> int:
         """How many parameter-sized buffers this optimizer holds beyond the base optimizer's state."""
-        return len(self._buffers)
+        return self.context.buffer_count
+
+    @property
+    def bn_update(self) -> str:
+        """``"first"`` or ``"every"``: which passes of a step update BatchNorm statistics."""
+        return self.context.batchnorm.mode
+
+    @property
+    def closure_calls(self) -> int:
+        """Closure calls (passes) so far, forward-only ones included."""
+        return self.context.calls
+
+    @closure_calls.setter
+    def closure_calls(self, value: int) -> None:
+        self.context.calls = int(value)
 
     # ------------------------------------------------------------------ the pass machinery
     @staticmethod
@@ -258,25 +218,17 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
         return closure
 
-    def _begin_step(self, save_theta: bool = True) -> list[Tensor]:
-        """Save θ into the ``theta`` buffer (unless ``save_theta`` is False: a step that never
-        moves the parameters); returns the trainable parameters."""
-        params = self._trainable_params()
-        if not params:
-            raise ValueError("the optimizer has no parameter with requires_grad=True")
+    def _begin_step(self, save_theta: bool = True) -> StepContext:
+        """Start a step: the context with this step's parameters and, unless ``save_theta`` is
+        False (a step that never moves the parameters), θ saved."""
         if self.distributed != "off" and not self._ranks_checked:
-            dist_ops.check_ranks_agree(self._rank_settings(params), params[0].device,
-                                       self.process_group)  # fmt: skip
-            self._ranks_checked = True
-        self._checked_buffers.clear()
-        if save_theta:
-            torch._foreach_copy_(self._buffer("theta"), params)
-        self._pass_in_step = 0
-        self._bn_snapshot = None
-        self._reached = [False] * len(params)
-        self._reached_reduced = None
-        self._scaler_step.begin()
-        return params
+            params = self._trainable_params()
+            if params:
+                dist_ops.check_ranks_agree(self._rank_settings(params), params[0].device,
+                                           self.process_group)  # fmt: skip
+                self._ranks_checked = True
+        self.context.begin(self.param_groups, save_theta)
+        return self.context
 
     def _rank_settings(self, params: list[Tensor]) -> dict[str, float]:
         """Numbers that must agree across ranks (checked once, on the first step)."""
@@ -307,117 +259,22 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         self.base_optimizer.step()
 
     @torch.no_grad()
-    def _restore(self) -> None:
-        """Write θ back into the parameters, bit for bit."""
-        torch._foreach_copy_(self._trainable_params(), self._buffer("theta"))
-
-    def _evaluate(self, closure: Closure) -> Tensor:
-        """One pass: clear grads, run the closure with grad enabled, check and return the loss.
-
-        If the closure (or a check) raises, θ and the BatchNorm statistics are restored first:
-        an exception never leaves the parameters at a perturbed point.
-        """
-        try:
-            return self._evaluate_pass(closure)
-        except BaseException:
-            self._restore()
-            if self._bn_snapshot is not None:
-                torch._foreach_copy_(self._bn_buffers, self._bn_snapshot)
-                self._bn_snapshot = None
-            raise
-
-    def _evaluate_pass(self, closure: Closure) -> Tensor:
-        for p in self._trainable_params():
-            p.grad = None
-        with torch.enable_grad():
-            loss = closure()
-        self.closure_calls += 1
-        loss = checked_loss(loss, "the loss tensor after calling backward()")
-        params = self._trainable_params()
-        has_grad = [p.grad is not None for p in params]
-        if not any(has_grad):
-            raise RuntimeError(
-                "closure produced no gradient for any parameter: call loss.backward() inside it"
-            )
-        self._reached = [a or b for a, b in zip(self._reached, has_grad, strict=True)]
-        if self.distributed == "global":
-            loss = self._average_pass(params, has_grad, loss)
-        self._scaler_step.unscale_([p.grad for p in params if p.grad is not None])
-        if self._pass_in_step == 0 and self.bn_update == "first" and self._bn_buffers:
-            self._bn_snapshot = [b.detach().clone() for b in self._bn_buffers]
-        self._pass_in_step += 1
-        return loss
-
-    def _average_pass(self, params: list[Tensor], has_grad: list[bool], loss: Tensor) -> Tensor:
-        """One all-reduce: gradients, reached flags and the loss, averaged over ranks."""
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        flags = torch.tensor(has_grad, dtype=loss.dtype, device=loss.device)
-        extras = dist_ops.average_([p.grad for p in params],
-                                   torch.cat([loss.reshape(1), flags]), self.process_group)  # fmt: skip
-        reached = extras[1:]
-        self._reached_reduced = (
-            reached
-            if self._reached_reduced is None
-            else torch.maximum(self._reached_reduced, reached)
-        )
-        return extras[0]
-
-    def _grads(self, params: list[Tensor]) -> list[Tensor]:
-        """Current gradients of ``params`` (zeros for a parameter the pass did not reach)."""
-        return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def _finish_step(self, params: list[Tensor], grads: list[Tensor], losses: Tensor) -> bool:
-        """θ is already restored.  Check finiteness, install ``grads`` and step the base optimizer.
-
-        Returns whether the base step was taken.
-        """
-        if self._bn_snapshot is not None:
-            torch._foreach_copy_(self._bn_buffers, self._bn_snapshot)
-            self._bn_snapshot = None
+    def _finish_step(self, grads: list[Tensor], losses: Tensor) -> bool:
+        """θ is already restored: the end-of-step policies (:mod:`tiltedsam.optim.policies`),
+        then the base step with ``grads``.  Returns whether the base step was taken."""
+        ctx = self.context
+        ctx.batchnorm.restore()  # 1. BatchNorm: the first pass's statistics
         self.step_count += 1
-        if self.distributed == "per_rank":  # m-sharpness: average the combined result only
-            flags = torch.tensor(self._reached, dtype=losses.dtype, device=losses.device)
-            extras = dist_ops.average_(grads, torch.cat([losses.reshape(-1), flags]),
-                                       self.process_group)  # fmt: skip
-            losses, self._reached_reduced = extras[: losses.numel()], extras[losses.numel() :]
-        # One host synchronisation: finiteness (and, with several ranks, the reached flags).
-        scaler = self._scaler_step
-        check = self.nonfinite != "unchecked" or scaler.active
-        total = None
-        if check:
-            total = losses.sum().float() + torch.stack(norms(grads)).float().sum()
-            if scaler.found_inf is not None:
-                total = total + scaler.found_inf.sum()
-        reached = self._reached
-        if self._reached_reduced is not None:
-            head = [] if total is None else [total.reshape(1).to(self._reached_reduced)]
-            fetched = torch.cat([*head, self._reached_reduced]).tolist()
-            reached = [flag > 0 for flag in fetched[len(head) :]]
-            finite = math.isfinite(fetched[0]) if head else True
-        else:
-            finite = bool(torch.isfinite(total)) if total is not None else True
-        scaler.update(torch.tensor(0.0 if finite else 1.0))
-        if not finite:
-            for p in params:
-                p.grad = None
-            if self.nonfinite == "raise" and not scaler.active:
-                raise FloatingPointError(
-                    f"non-finite loss or gradient at step {self.step_count - 1} "
-                    f"(perturbed losses {losses.tolist()}); parameters were left unchanged. "
-                    "Pass nonfinite='skip' to skip such steps instead."
-                )
+        losses = policies.reduce_per_rank(ctx, grads, losses)  # 2. distributed
+        finite, reached = policies.check_finite(ctx, grads, losses, self.nonfinite)  # 3. one sync
+        ctx.scaler.update(torch.tensor(0.0 if finite else 1.0))  # 4. AMP
+        if not finite:  # 5. the non-finite policy
+            policies.skip_step(ctx.params, self.nonfinite, ctx.scaler.active,
+                               self.step_count - 1, losses)  # fmt: skip
             self.skipped_steps += 1
             return False
-        if self.max_grad_norm is not None:
-            norm = global_norm(grads)
-            torch._foreach_mul_(grads, torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0))
-        # A parameter that no pass reached keeps grad None, so the base optimizer skips it
-        # (no weight decay, no momentum update), exactly as it would without the wrapper.
-        for p, g, was_reached in zip(params, grads, reached, strict=True):
-            p.grad = g if was_reached else None
+        policies.clip_(grads, self.max_grad_norm)  # 6. clipping
+        policies.install_grads(ctx.params, grads, reached)  # 7. the combined gradient
         if self._defer:
             self._prepared = True
             return True
@@ -432,9 +289,11 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         del state
 
     def state_dict(self) -> dict[str, Any]:
-        """Base-optimizer state (momenta, param groups) plus step count and sampler RNG state."""
+        """torch's layout: the base optimizer's ``state`` (momenta) and ``param_groups`` (with
+        the per-group perturbation settings), plus ``perturbation``: step count, skipped steps,
+        the perturbation RNG state and the sampler's counters."""
         return {
-            "base": self.base_optimizer.state_dict(),
+            **self.base_optimizer.state_dict(),
             "perturbation": {
                 "step_count": self.step_count,
                 "skipped_steps": self.skipped_steps,
@@ -444,13 +303,30 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if not isinstance(state_dict, dict) or not {"base", "perturbation"} <= state_dict.keys():
+        """Load a dict from :meth:`state_dict`, a plain base-optimizer dict (``state`` and
+        ``param_groups`` only: a run switched from AdamW to TSAM(AdamW) keeps its moments, and
+        the perturbation state starts fresh), or one in the earlier layout (keys ``base`` and
+        ``perturbation``, :func:`from_legacy_state_dict`)."""
+        state_dict = from_legacy_state_dict(state_dict)
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
             raise ValueError(
-                f"{type(self).__name__}.load_state_dict expects the dict from its own state_dict() "
-                "with keys 'base' and 'perturbation'"
+                f"{type(self).__name__}.load_state_dict expects a dict with keys 'state' and "
+                f"'param_groups' (and 'perturbation'), as state_dict() returns; got {keys}"
             )
-        self.base_optimizer.load_state_dict(state_dict["base"])
+        base = {k: v for k, v in state_dict.items() if k != "perturbation"}
+        # A plain base-optimizer dict lacks the perturbation settings (rho, ...) of the groups.
+        current = self.base_optimizer.param_groups
+        if len(base["param_groups"]) == len(current):
+            base["param_groups"] = [
+                {**{k: v for k, v in now.items() if k != "params"}, **saved}
+                for now, saved in zip(current, base["param_groups"], strict=True)
+            ]
+        self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        if state_dict.get("perturbation") is None:
+            return
         extra = dict(state_dict["perturbation"])
         self.step_count = int(extra.pop("step_count"))
         self.skipped_steps = int(extra.pop("skipped_steps", 0))
@@ -468,4 +344,10 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         return []
 
 
-__all__ = ["BN_POLICIES", "NONFINITE_POLICIES", "PerturbationOptimizer", "global_norm"]
+__all__ = [
+    "BN_POLICIES",
+    "NONFINITE_POLICIES",
+    "PerturbationOptimizer",
+    "checked_loss",
+    "from_legacy_state_dict",
+]

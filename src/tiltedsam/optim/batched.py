@@ -23,7 +23,7 @@ project's CPU it took 1.06-2.8x the sequential step's time at s <= 5, and from p
 0.71x (1-D CNN) at s >= 8 on the tiny MNIST-1D models; ResNet-8 took 1.3x at every s
 (docs/performance.md), so ``batched="auto"`` never picks it on a CPU.
 
-Requirements (``ineligibility`` names the first one that fails): a closure from
+Requirements (``BatchedPath.ineligibility`` names the first one that fails): a closure from
 :func:`~tiltedsam.closures.make_closure` with ``accumulation_steps=1`` and no autocast or
 GradScaler; the ``ascent`` or ``uniform`` sampler; ``distributed="off"``; a plain module (not
 compiled, not wrapped in DDP) whose parameters include the optimizer's; BatchNorm in training
@@ -49,7 +49,7 @@ passes accumulate one into them).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -57,10 +57,8 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from tiltedsam.closures import ModelClosure
 from tiltedsam.compat import torch as torch_compat
-from tiltedsam.samplers import AscentSampler, UniformSampler, draw_noise
-
-if TYPE_CHECKING:
-    from tiltedsam.optim.tsam import TSAM
+from tiltedsam.optim.context import StepContext
+from tiltedsam.samplers import AscentSampler, Sampler, UniformSampler, draw_noise
 
 # batched="auto": only on CUDA, with s >= AUTO_MIN_SAMPLES and s x (trainable parameter count)
 # at most batched_max_elements (default below).  Not measured on a GPU (none was available):
@@ -83,69 +81,186 @@ def _tracked_norm_modules(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def ineligibility(opt: TSAM, closure: Any) -> str | None:
-    """Why the batched path cannot run this step, or None if it can."""
-    if not isinstance(closure, ModelClosure):
-        return "the closure must come from tiltedsam.make_closure (the loss must be known)"
-    if closure.accumulation_steps != 1:
-        return "accumulation_steps must be 1"
-    if closure.autocast_dtype is not None or closure.grad_scaler is not None:
-        return "autocast and GradScaler are not supported"
-    if opt.grad_scaler is not None:
-        return "grad_scaler is not supported"
-    if type(opt.sampler) not in (AscentSampler, UniformSampler):
-        return f"sampler must be 'ascent' or 'uniform', got {opt.sampler!r}"
-    if opt.distributed != "off":
-        return "distributed must be 'off'"
-    model = closure.model
-    if torch_compat.is_compiled_module(model) or hasattr(model, "no_sync"):
-        return "the model must be a plain nn.Module (not torch.compile'd, not DDP-wrapped)"
-    failure = opt._batched_failures.get(id(model))
-    if failure is not None:
-        return failure
-    owned = {id(p) for p in model.parameters()}
-    if any(id(p) not in owned for p in opt._trainable_params()):
-        return "every trainable parameter of the optimizer must belong to the closure's model"
-    training_bn = [m for m in _tracked_norm_modules(model) if m.training]
-    if training_bn:
-        registered = {id(b) for b in opt._bn_buffers}
-        own = {id(b) for m in training_bn for b in m.buffers(recurse=False)}
-        if opt.bn_update != "first" or not own <= registered:
-            return (
-                "BatchNorm in training mode needs model=<the model> and bn_update='first' on "
-                "the optimizer"
-            )
-        if any(m.momentum is None for m in training_bn):
-            return "BatchNorm with momentum=None (cumulative average) is not supported"
-    return None
+def check_mode(mode: object) -> bool | str:
+    """``batched`` must be ``"auto"``, True or False."""
+    if not (mode is True or mode is False or mode == "auto"):
+        raise ValueError(f"batched must be 'auto', True or False, got {mode!r}")
+    return "auto" if isinstance(mode, str) else mode  # type: ignore[return-value]
 
 
-def should_batch(opt: TSAM, closure: Any) -> bool:
-    """The ``batched`` option resolved for this step (raises if forced but not possible)."""
-    if opt.batched is False:
-        return False
-    if opt.batched is True:
-        reason = ineligibility(opt, closure)
-        if reason is not None:
-            raise ValueError(f"batched=True cannot be used here: {reason}")
-        return True
-    # "auto": the cheap tests first (on CPU this returns at once).
-    params = opt._trainable_params()
-    if opt.num_samples < AUTO_MIN_SAMPLES or not params or params[0].device.type != "cuda":
-        return False
-    if opt.num_samples * sum(p.numel() for p in params) > opt.batched_max_elements:
-        return False
-    return ineligibility(opt, closure) is None
+class BatchedPath:
+    """TSAM's ``batched`` option and what the batched path remembers between steps: the models
+    ``vmap`` could not run (``"auto"`` then stays sequential for them) and which parameters each
+    model's loss reaches.  It sees the step only through the :class:`StepContext`."""
+
+    def __init__(self, mode: bool | str = "auto", max_elements: int = DEFAULT_BATCHED_MAX_ELEMENTS):
+        self.mode = check_mode(mode)
+        self.max_elements = max_elements
+        self.failures: dict[int, str] = {}  # id(model) -> why vmap failed ("auto")
+        self.reached_cache: dict[tuple, list[bool]] = {}
+
+    def ineligibility(self, ctx: StepContext, closure: Any, sampler: Sampler) -> str | None:
+        """Why the batched path cannot run this step, or None if it can."""
+        if not isinstance(closure, ModelClosure):
+            return "the closure must come from tiltedsam.make_closure (the loss must be known)"
+        if closure.accumulation_steps != 1:
+            return "accumulation_steps must be 1"
+        if closure.autocast_dtype is not None or closure.grad_scaler is not None:
+            return "autocast and GradScaler are not supported"
+        if ctx.scaler.active:
+            return "grad_scaler is not supported"
+        if type(sampler) not in (AscentSampler, UniformSampler):
+            return f"sampler must be 'ascent' or 'uniform', got {sampler!r}"
+        if ctx.distributed != "off":
+            return "distributed must be 'off'"
+        model = closure.model
+        if torch_compat.is_compiled_module(model) or hasattr(model, "no_sync"):
+            return "the model must be a plain nn.Module (not torch.compile'd, not DDP-wrapped)"
+        failure = self.failures.get(id(model))
+        if failure is not None:
+            return failure
+        owned = {id(p) for p in model.parameters()}
+        if any(id(p) not in owned for p in ctx.params):
+            return "every trainable parameter of the optimizer must belong to the closure's model"
+        training_bn = [m for m in _tracked_norm_modules(model) if m.training]
+        if training_bn:
+            registered = {id(b) for b in ctx.batchnorm.buffers}
+            own = {id(b) for m in training_bn for b in m.buffers(recurse=False)}
+            if ctx.batchnorm.mode != "first" or not own <= registered:
+                return (
+                    "BatchNorm in training mode needs model=<the model> and bn_update='first' "
+                    "on the optimizer"
+                )
+            if any(m.momentum is None for m in training_bn):
+                return "BatchNorm with momentum=None (cumulative average) is not supported"
+        return None
+
+    def should_run(
+        self, ctx: StepContext, closure: Any, sampler: Sampler, num_samples: int
+    ) -> bool:
+        """The ``batched`` option resolved for this step (raises if forced but not possible)."""
+        if self.mode is False:
+            return False
+        if self.mode is True:
+            reason = self.ineligibility(ctx, closure, sampler)
+            if reason is not None:
+                raise ValueError(f"batched=True cannot be used here: {reason}")
+            return True
+        # "auto": the cheap tests first (on CPU this returns at once).
+        params = ctx.params
+        if num_samples < AUTO_MIN_SAMPLES or not params or params[0].device.type != "cuda":
+            return False
+        if num_samples * sum(p.numel() for p in params) > self.max_elements:
+            return False
+        return self.ineligibility(ctx, closure, sampler) is None
+
+    def remember_failure(self, closure: ModelClosure, error: BatchedUnsupported) -> None:
+        """``batched="auto"``: never try this model batched again; warn once."""
+        self.failures[id(closure.model)] = str(error)
+        warnings.warn(
+            f"TSAM batched='auto': falling back to the sequential path for this model ({error})",
+            RuntimeWarning,
+            stacklevel=6,  # remember_failure < TSAM.step < no_grad < step wrappers (2) < caller
+        )
+
+    def reached(self, loss: StackedLoss, params: list[Tensor]) -> list[bool]:
+        """Which parameters the loss reaches, cached per model, train/eval mode, loss function,
+        parameter list and input shapes (a routing that depends on input *values*, as in a
+        mixture of experts, is not seen: use ``batched=False`` there)."""
+        closure = loss.closure
+        key = (
+            id(closure.model),
+            closure.model.training,
+            id(closure.loss_fn),
+            tuple(id(p) for p in params),
+            _structure(closure.inputs),
+            _structure(closure.targets),
+        )
+        reached = self.reached_cache.get(key)
+        if reached is None:
+            reached = loss.reached(params)
+            if len(self.reached_cache) >= 64:  # a few input shapes are the common case
+                self.reached_cache.clear()
+            self.reached_cache[key] = reached
+        return reached
+
+    @torch.no_grad()
+    def losses_and_grads(
+        self, ctx: StepContext, closure: ModelClosure, sampler: Sampler, num_samples: int
+    ) -> tuple[Tensor, list[Tensor], list[bool]]:
+        """The s perturbed losses and gradients of one TSAM step, all samples at once, and
+        which parameters the loss reaches.
+
+        Draws ξ_j, ascends (``ascent``), evaluates; writes sample 0's first-pass BatchNorm
+        statistics back to the model (``bn_update="first"``).  Counts the passes it replaces
+        (``ctx.count``).  If ``vmap`` fails, restores the generator and BatchNorm state and
+        raises :class:`BatchedUnsupported`.
+        """
+        s = num_samples
+        params = ctx.params
+        loss = StackedLoss(closure, params)
+        ascent = isinstance(sampler, AscentSampler)
+        radius_key = "noise_radius" if ascent else "rho"
+        rng_state = ctx.generator.get_state()
+        # Each sample's noise goes into tensors laid out like the parameters (channels_last
+        # included): the generator fills memory in order, so this gives the sequential path's ξ.
+        samples = []
+        for _ in range(s):
+            noise = [torch.empty_like(p) for p in params]
+            if not draw_noise(ctx, noise, radius_key, sampler.noise):
+                torch._foreach_zero_(noise)
+            samples.append(noise)
+        points = [torch.stack(column) for column in zip(*samples, strict=True)]
+        del samples
+        for x, p in zip(points, params, strict=True):
+            x.add_(p)
+        snapshot = [b.clone() for b in loss.buffers]
+        buffers = [b.unsqueeze(0).repeat(s, *([1] * b.dim())) for b in loss.buffers]
+        try:
+            reached = self.reached(loss, params)
+            if ascent:
+                _, grads = loss(points, buffers)
+                for b, stacked in zip(loss.buffers, buffers, strict=True):
+                    b.copy_(stacked[0])
+                _ascend_stacked(ctx, points, grads, s)
+                del grads
+            losses, grads = loss(points, buffers)
+        except (RuntimeError, NotImplementedError) as error:
+            ctx.generator.set_state(rng_state)
+            for b, saved in zip(loss.buffers, snapshot, strict=True):
+                b.copy_(saved)
+            first_line = (str(error).splitlines() or [""])[0][:200]
+            if isinstance(error, torch.OutOfMemoryError):
+                what = (
+                    f"it ran out of memory holding {s} stacked copies of the model ({first_line})"
+                )
+            else:
+                what = (f"torch.func.vmap could not run the model ({type(error).__name__}: "
+                        f"{first_line})")  # fmt: skip
+            raise BatchedUnsupported(what) from error
+        if not ascent:
+            for b, stacked in zip(loss.buffers, buffers, strict=True):
+                b.copy_(stacked[0])
+        ctx.count(s * sampler.passes_per_sample())
+        return losses, grads, reached
 
 
-def remember_failure(opt: TSAM, closure: ModelClosure, error: BatchedUnsupported) -> None:
-    """``batched="auto"``: never try this model batched again; warn once."""
-    opt._batched_failures[id(closure.model)] = str(error)
-    warnings.warn(
-        f"TSAM batched='auto': falling back to the sequential path for this model ({error})",
-        RuntimeWarning,
-        stacklevel=6,  # remember_failure < TSAM.step < no_grad < step wrappers (2) < caller
-    )
+def _ascend_stacked(ctx: StepContext, points: list[Tensor], grads: list[Tensor], s: int) -> None:
+    r""":math:`\theta_j \mathrel{+}= \rho\, g_j/\lVert g_j\rVert` for every sample j at once (the
+    per-sample global norm, in float32, float64 for float64 models: a half-precision norm
+    overflows)."""
+    squares = [g.flatten(1).double().square().sum(1) for g in grads]
+    wide = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
+    inv_norm = (torch.stack(squares).sum(0).sqrt() + 1e-12).reciprocal().to(wide)
+    for group, _ps, (x_block, g_block) in _paired_blocks(ctx, points, grads):
+        for x, g in zip(x_block, g_block, strict=True):
+            shape = (s,) + (1,) * (g.dim() - 1)
+            x.add_(g * (inv_norm * float(group["rho"])).view(shape))
+
+
+def _paired_blocks(ctx: StepContext, a: list[Tensor], b: list[Tensor]):
+    for (group, ps, a_block), (_, _, b_block) in zip(ctx.blocks(a), ctx.blocks(b), strict=True):
+        yield group, ps, (a_block, b_block)
 
 
 class StackedLoss:
@@ -240,96 +355,6 @@ def _structure(value: Any) -> Any:
     return repr(value)
 
 
-def _reached(opt: TSAM, loss: StackedLoss, params: list[Tensor]) -> list[bool]:
-    """Which parameters the loss reaches, cached per model, train/eval mode, loss function,
-    parameter list and input shapes (a routing that depends on input *values*, as in a
-    mixture of experts, is not seen: use ``batched=False`` there)."""
-    closure = loss.closure
-    key = (
-        id(closure.model),
-        closure.model.training,
-        id(closure.loss_fn),
-        tuple(id(p) for p in params),
-        _structure(closure.inputs),
-        _structure(closure.targets),
-    )
-    reached = opt._batched_reached.get(key)
-    if reached is None:
-        reached = loss.reached(params)
-        if len(opt._batched_reached) >= 64:  # a few input shapes are the common case
-            opt._batched_reached.clear()
-        opt._batched_reached[key] = reached
-    return reached
-
-
-@torch.no_grad()
-def perturbed_losses_and_grads(
-    opt: TSAM, closure: ModelClosure, params: list[Tensor]
-) -> tuple[Tensor, list[Tensor], list[bool]]:
-    """The s perturbed losses and gradients of one TSAM step, all samples at once, and which
-    parameters the loss reaches.
-
-    Draws ξ_j, ascends (``ascent``), evaluates; writes sample 0's first-pass BatchNorm
-    statistics back to the model (``bn_update="first"``).  Counts the passes it replaces in
-    ``opt.closure_calls``.  If ``vmap`` fails, restores the generator and BatchNorm state and
-    raises :class:`BatchedUnsupported`.
-    """
-    s = opt.num_samples
-    loss = StackedLoss(closure, params)
-    ascent = isinstance(opt.sampler, AscentSampler)
-    radius_key = "noise_radius" if ascent else "rho"
-    rng_state = opt.generator.get_state()
-    # Each sample's noise goes into tensors laid out like the parameters (channels_last
-    # included): the generator fills memory in order, so this gives the sequential path's ξ.
-    samples = []
-    for _ in range(s):
-        noise = [torch.empty_like(p) for p in params]
-        if not draw_noise(opt, noise, radius_key, opt.sampler.noise):
-            torch._foreach_zero_(noise)
-        samples.append(noise)
-    points = [torch.stack(column) for column in zip(*samples, strict=True)]
-    del samples
-    for x, p in zip(points, params, strict=True):
-        x.add_(p)
-    snapshot = [b.clone() for b in loss.buffers]
-    buffers = [b.unsqueeze(0).repeat(s, *([1] * b.dim())) for b in loss.buffers]
-    try:
-        reached = _reached(opt, loss, params)
-        if ascent:
-            _, grads = loss(points, buffers)
-            for b, stacked in zip(loss.buffers, buffers, strict=True):
-                b.copy_(stacked[0])
-            squares = [g.flatten(1).double().square().sum(1) for g in grads]
-            # Kept in float32 (float64 for float64 models): a half-precision norm overflows.
-            wide = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
-            inv_norm = (torch.stack(squares).sum(0).sqrt() + 1e-12).reciprocal().to(wide)
-            start = 0
-            for group, ps in opt._group_views():
-                block = zip(points[start : start + len(ps)], grads[start : start + len(ps)],
-                            strict=True)  # fmt: skip
-                for x, g in block:
-                    shape = (s,) + (1,) * (g.dim() - 1)
-                    x.add_(g * (inv_norm * float(group["rho"])).view(shape))
-                start += len(ps)
-            del grads
-        losses, grads = loss(points, buffers)
-    except (RuntimeError, NotImplementedError) as error:
-        opt.generator.set_state(rng_state)
-        for b, saved in zip(loss.buffers, snapshot, strict=True):
-            b.copy_(saved)
-        first_line = (str(error).splitlines() or [""])[0][:200]
-        if isinstance(error, torch.OutOfMemoryError):
-            what = f"it ran out of memory holding {s} stacked copies of the model ({first_line})"
-        else:
-            what = f"torch.func.vmap could not run the model ({type(error).__name__}: {first_line})"
-        raise BatchedUnsupported(what) from error
-    if not ascent:
-        for b, stacked in zip(loss.buffers, buffers, strict=True):
-            b.copy_(stacked[0])
-    opt.closure_calls += s * opt.sampler.passes_per_sample()
-    return losses, grads, reached
-
-
 def finite_samples(losses: Tensor, stacked: list[Tensor]) -> Tensor:
     """Per sample: the loss plus the sum of its gradients' norms is finite (the sequential
     path's check, so both drop the same samples, overflow of huge gradients included)."""
@@ -349,12 +374,9 @@ def weighted_sum(weights: Tensor, stacked: list[Tensor]) -> list[Tensor]:
 __all__ = [
     "AUTO_MIN_SAMPLES",
     "DEFAULT_BATCHED_MAX_ELEMENTS",
+    "BatchedPath",
     "BatchedUnsupported",
     "StackedLoss",
     "finite_samples",
-    "ineligibility",
-    "perturbed_losses_and_grads",
-    "remember_failure",
-    "should_batch",
     "weighted_sum",
 ]

@@ -11,7 +11,7 @@ Departure: the paper gives no radii; the default (0.5ρ, ρ, 2ρ) around SAM's �
 ``step`` returns the largest candidate loss :math:`\max_k L_k`.
 
 ESAM1 (SAM run for more steps at TSAM's budget) is not an optimizer but a budget rule of the
-harness: see ``tiltedsam.experiments.methods``.
+harness: see ``tiltedsam.optim.registry`` (``MethodInfo.budget``).
 """
 
 from __future__ import annotations
@@ -58,18 +58,18 @@ class ESAM2(PerturbationOptimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         closure = self._require_closure(closure)
-        params = self._begin_step()
-        self._evaluate(closure)
-        direction = self._buffer("direction")
-        torch._foreach_copy_(direction, self._grads(params))
+        ctx = self._begin_step()
+        ctx.evaluate(closure)
+        direction = ctx.buffer("direction")  # u = g0/‖g0‖
+        torch._foreach_copy_(direction, ctx.grads())
         torch._foreach_mul_(direction, 1.0 / (global_norm(direction) + 1e-12))
-        worst = TiltedAccumulator(math.inf, buffers=self._buffer("worst_grad"))
-        for rho in self.rhos:
-            torch._foreach_add_(params, direction, alpha=rho)
-            worst.add(self._evaluate(closure), self._grads(params))
-            self._restore()
+        worst = TiltedAccumulator(math.inf, buffers=ctx.buffer("worst_grad"))
+        for rho in self.rhos:  # θ + ρ_k u; keep the gradient of the largest loss
+            torch._foreach_add_(ctx.params, direction, alpha=rho)
+            worst.add(ctx.evaluate(closure), ctx.grads())
+            ctx.restore()
         losses = worst.stacked_losses()
-        self._finish_step(params, worst.result(), losses)
+        self._finish_step(worst.result(), losses)
         return losses.max()
 
     def _repr_items(self) -> list[tuple[str, Any]]:

@@ -52,22 +52,22 @@ class PGN(PerturbationOptimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         closure = self._require_closure(closure)
-        params = self._begin_step()
-        loss = self._evaluate(closure)
-        g0 = self._buffer("g0")
-        torch._foreach_copy_(g0, self._grads(params))
+        ctx = self._begin_step()
+        loss = ctx.evaluate(closure)
+        g0 = ctx.buffer("g0")
+        torch._foreach_copy_(g0, ctx.grads())
         scale = 1.0 / (global_norm(g0) + 1e-12)
-        for group, ps, block in self._group_blocks(g0):
+        for group, ps, block in ctx.blocks(g0):  # θ + r g0/‖g0‖
             torch._foreach_add_(ps, torch._foreach_mul(block, scale * group["rho"]))
-        second = self._evaluate(closure)
-        self._restore()
-        g1 = self._grads(params)
-        torch._foreach_sub_(g1, g0)
-        pairs = zip(self._group_blocks(g1), self._group_blocks(g0), strict=True)
+        second = ctx.evaluate(closure)
+        ctx.restore()
+        g1 = ctx.grads()
+        torch._foreach_sub_(g1, g0)  # g0 + α (g1 − g0)
+        pairs = zip(ctx.blocks(g1), ctx.blocks(g0), strict=True)
         for (group, _, block), (_, _, g0_block) in pairs:
             torch._foreach_mul_(block, group["alpha"])
             torch._foreach_add_(block, g0_block)
-        self._finish_step(params, g1, torch.stack([loss, second]))
+        self._finish_step(g1, torch.stack([loss, second]))
         return loss
 
     def _repr_items(self) -> list[tuple[str, Any]]:

@@ -72,23 +72,23 @@ class RSAM(PerturbationOptimizer):
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         closure = self._require_closure(closure)
-        params = self._begin_step()
-        delta = self._buffer("delta")
-        for group, ps, block in self._group_blocks(delta):
+        ctx = self._begin_step()
+        delta = ctx.buffer("delta")  # δ = σ z ⊙ ‖W_j‖, filter-wise
+        for group, ps, block in ctx.blocks(delta):
             for p, d in zip(ps, block, strict=True):
-                d.normal_(generator=self.generator).mul_(filter_norms(p) * group["sigma"])
-        torch._foreach_add_(params, delta)
-        loss = self._evaluate(closure)
-        self._restore()
-        direction = self._grads(params)
-        pairs = zip(self._group_blocks(direction), self._group_blocks(delta), strict=True)
+                d.normal_(generator=ctx.generator).mul_(filter_norms(p) * group["sigma"])
+        torch._foreach_add_(ctx.params, delta)
+        loss = ctx.evaluate(closure)
+        ctx.restore()
+        direction = ctx.grads()  # v = λ g_δ + δ
+        pairs = zip(ctx.blocks(direction), ctx.blocks(delta), strict=True)
         for (group, _, block), (_, _, delta_block) in pairs:
             torch._foreach_mul_(block, group["lam"])
             torch._foreach_add_(block, delta_block)
-        ascend(self, direction, "rho")  # θ + ρ v/‖v‖
-        second = self._evaluate(closure)
-        self._restore()
-        self._finish_step(params, self._grads(params), torch.stack([loss, second]))
+        ascend(ctx, direction, "rho")  # θ + ρ v/‖v‖
+        second = ctx.evaluate(closure)
+        ctx.restore()
+        self._finish_step(ctx.grads(), torch.stack([loss, second]))
         return loss
 
     def _repr_items(self) -> list[tuple[str, Any]]:

@@ -70,23 +70,22 @@ class SAM(PerturbationOptimizer):
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         """Two passes: at θ, then at θ + ε; one base step with the second gradient."""
         closure = self._require_closure(closure)
-        params = self._begin_step()
-        loss = self._evaluate(closure)
-        grads = self._grads(params)
-        scaled: list[Tensor] = []
-        for group, ps, block in self._group_blocks(grads):
+        ctx = self._begin_step()
+        loss = ctx.evaluate(closure)
+        scaled: list[Tensor] = []  # g (ASAM: T g, T = |θ|)
+        for group, ps, block in ctx.blocks(ctx.grads()):
             if group["adaptive"]:
                 block = torch._foreach_mul(block, torch._foreach_abs(ps))
             scaled.extend(block)
         norm = global_norm(scaled)
-        for group, ps, block in self._group_blocks(scaled):
+        for group, ps, block in ctx.blocks(scaled):  # θ + ρ g/‖g‖ (ASAM: θ + ρ T² g/‖T g‖)
             if group["adaptive"]:
                 block = torch._foreach_mul(block, torch._foreach_abs(ps))
             torch._foreach_mul_(block, group["rho"] / (norm + 1e-12))
             torch._foreach_add_(ps, block)
-        second = self._evaluate(closure)
-        self._restore()
-        self._finish_step(params, self._grads(params), torch.stack([loss, second]))
+        second = ctx.evaluate(closure)
+        ctx.restore()
+        self._finish_step(ctx.grads(), torch.stack([loss, second]))
         return loss
 
     def _repr_items(self) -> list[tuple[str, Any]]:

@@ -47,13 +47,21 @@ from tiltedsam._validation import (
     check_int_at_least,
     check_unit_interval,
 )
-from tiltedsam.optim import batched as batched_path
 from tiltedsam.optim.base import (
     NONFINITE_POLICIES,
     Closure,
     PerturbationOptimizer,
     perturbation_defaults,
 )
+from tiltedsam.optim.batched import (
+    DEFAULT_BATCHED_MAX_ELEMENTS,
+    BatchedPath,
+    BatchedUnsupported,
+    check_mode,
+    finite_samples,
+    weighted_sum,
+)
+from tiltedsam.optim.context import StepContext
 from tiltedsam.samplers import Sampler, make_sampler
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import (
@@ -168,17 +176,12 @@ class TSAM(PerturbationOptimizer):
         seed: int | None = None,
         nonfinite: str = "raise",
         batched: bool | str = "auto",
-        batched_max_elements: int = batched_path.DEFAULT_BATCHED_MAX_ELEMENTS,
+        batched_max_elements: int = DEFAULT_BATCHED_MAX_ELEMENTS,
         **base_kwargs: Any,
     ) -> None:
         check_choice("nonfinite", nonfinite, TSAM_NONFINITE_POLICIES)
-        if not (batched is True or batched is False or batched == "auto"):
-            raise ValueError(f"batched must be 'auto', True or False, got {batched!r}")
-        self.batched: bool | str = "auto" if isinstance(batched, str) else batched
-        self._batched_failures: dict[int, str] = {}  # id(model) -> why vmap failed ("auto")
-        self._batched_reached: dict[tuple, list[bool]] = {}
-        self.batched_max_elements = check_int_at_least(
-            "batched_max_elements", batched_max_elements, 1
+        self.batching = BatchedPath(
+            batched, check_int_at_least("batched_max_elements", batched_max_elements, 1)
         )
         self.schedule = TiltSchedule(tilt, tilt_schedule, total_steps)
         self.num_samples = check_int_at_least("num_samples", num_samples, 1)
@@ -199,6 +202,15 @@ class TSAM(PerturbationOptimizer):
         # Dropped samples, counted on the device (no synchronisation); read ``skipped_samples``.
         self._skipped_samples = torch.zeros((), dtype=torch.long, device=self.generator.device)
         self.last_step: StepDiagnostics | None = None
+
+    @property
+    def batched(self) -> bool | str:
+        """``"auto"``, True or False (see :mod:`tiltedsam.optim.batched`); may be set."""
+        return self.batching.mode
+
+    @batched.setter
+    def batched(self, value: bool | str) -> None:
+        self.batching.mode = check_mode(value)
 
     @property
     def passes_per_step(self) -> int:
@@ -231,61 +243,63 @@ class TSAM(PerturbationOptimizer):
         closure = self._require_closure(closure)
         t = self.tilt
         weight_tilt = self._weight_tilt(t)
-        if batched_path.should_batch(self, closure):
+        ctx = self._begin_step(save_theta=False)
+        if self.batching.should_run(ctx, closure, self.sampler, self.num_samples):
             try:
-                return self._batched_step(closure, t, weight_tilt)
-            except batched_path.BatchedUnsupported as error:
+                return self._batched_step(ctx, closure, t, weight_tilt)
+            except BatchedUnsupported as error:
                 if self.batched is True:
                     raise ValueError(f"batched=True cannot be used here: {error}") from error
-                batched_path.remember_failure(self, closure, error)
+                self.batching.remember_failure(closure, error)
+                ctx = self._begin_step(save_theta=False)
+        ctx.save_theta()
         sample_tilt = self._sample_tilt(t)
-        params = self._begin_step()
-        accumulator = TiltedAccumulator(weight_tilt, buffers=self._buffer("tilted_grad"))
+        accumulator = TiltedAccumulator(weight_tilt, buffers=ctx.buffer("tilted_grad"))
         per_sample = self.nonfinite == "skip_sample"
         valid: list[Tensor] = []
         for _ in range(self.num_samples):
-            self.sampler.perturb(self, closure, sample_tilt)
-            loss = self._evaluate(closure)
-            loss = self.sampler.finalize(self, closure, loss, sample_tilt)
+            self.sampler.perturb(ctx, closure, sample_tilt)  # θ + ε_j
+            loss = ctx.evaluate(closure)  # L_j, g_j
+            loss = self.sampler.finalize(ctx, closure, loss, sample_tilt)
             if per_sample:
-                sample_grads = self._grads(params)
+                sample_grads = ctx.grads()
                 valid.append(_finite(loss, sample_grads))
                 accumulator.add(loss, sample_grads, valid=valid[-1])
                 del sample_grads  # the next pass's backward must not find these still alive
             else:
-                accumulator.add(loss, self._grads(params))
-            self._restore()
+                accumulator.add(loss, ctx.grads())  # running softmax((1-δ)tL)-weighted sum
+            ctx.restore()
         mask = torch.stack(valid) if per_sample else None
         return self._conclude(
-            params, accumulator.result(), accumulator.stacked_losses(), mask, t, weight_tilt,
-            accumulator,
-        )  # fmt: skip
-
-    def _batched_step(self, closure: Closure, t: float, weight_tilt: float) -> Tensor:
-        """The step by :mod:`tiltedsam.optim.batched` (same result as the loop above)."""
-        params = self._begin_step(save_theta=False)
-        losses, stacked, reached = batched_path.perturbed_losses_and_grads(
-            self,
-            closure,  # type: ignore[arg-type]
-            params,
+            accumulator.result(), accumulator.stacked_losses(), mask, t, weight_tilt, accumulator
         )
-        self._reached = reached
+
+    def _batched_step(
+        self, ctx: StepContext, closure: Closure, t: float, weight_tilt: float
+    ) -> Tensor:
+        """The step by :mod:`tiltedsam.optim.batched` (same result as the loop above)."""
+        losses, stacked, reached = self.batching.losses_and_grads(
+            ctx,
+            closure,  # type: ignore[arg-type]
+            self.sampler,
+            self.num_samples,
+        )
+        ctx.reached = reached
         mask = None
         if self.nonfinite == "skip_sample":
-            mask = batched_path.finite_samples(losses, stacked)
+            mask = finite_samples(losses, stacked)
             stacked = [
                 torch.where(mask.view((-1,) + (1,) * (g.dim() - 1)), g, 0.0) for g in stacked
             ]
             weights = _masked_weights(losses, mask, weight_tilt)
         else:
             weights = tilted_weights(losses, weight_tilt)
-        grads = batched_path.weighted_sum(weights, stacked)
+        grads = weighted_sum(weights, stacked)
         del stacked
-        return self._conclude(params, grads, losses, mask, t, weight_tilt, None)
+        return self._conclude(grads, losses, mask, t, weight_tilt, None)
 
     def _conclude(
         self,
-        params: list[Tensor],
         grads: list[Tensor],
         losses: Tensor,
         mask: Tensor | None,
@@ -300,9 +314,7 @@ class TSAM(PerturbationOptimizer):
             # Dropped losses are not the step's business any more; the shared check sees the
             # kept ones and a NaN when every sample was dropped (then the step is skipped).
             none_left = torch.where(mask.any(), 0.0, math.nan).to(losses).reshape(1)
-            took = self._finish_step(
-                params, grads, torch.cat([torch.where(mask, losses, 0.0), none_left])
-            )
+            took = self._finish_step(grads, torch.cat([torch.where(mask, losses, 0.0), none_left]))
         else:
             # With weight tilt = t (delta = 0, the default) the accumulator's running max and
             # normaliser give the objective: a few scalar ops instead of a pass over the losses.
@@ -310,7 +322,7 @@ class TSAM(PerturbationOptimizer):
                 objective = accumulator.log_mean_exp(losses)
             else:
                 objective = tilted_objective(losses, t)
-            took = self._finish_step(params, grads, losses)
+            took = self._finish_step(grads, losses)
         self.last_step = StepDiagnostics(
             tilt=t,
             weight_tilt=weight_tilt,
@@ -337,5 +349,5 @@ class TSAM(PerturbationOptimizer):
             ("noise_radius", self.defaults["noise_radius"]),
             ("sampler", self.sampler),
             ("delta", self.delta),
-            ("batched", self.batched),
+            ("batched", self.batching.mode),
         ]

@@ -71,12 +71,7 @@ from torch import Tensor, nn
 
 from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_choice, check_int_at_least
-from tiltedsam.optim.base import (
-    Closure,
-    PerturbationOptimizer,
-    checked_loss,
-    perturbation_defaults,
-)
+from tiltedsam.optim.base import Closure, PerturbationOptimizer, perturbation_defaults
 from tiltedsam.optim.tsam import StepDiagnostics
 from tiltedsam.samplers import NOISE_KINDS, add_noise, ascend
 from tiltedsam.schedules import TiltSchedule
@@ -170,27 +165,6 @@ class TSAMResample(PerturbationOptimizer):
         return self.schedule(self.step_count)
 
     # ------------------------------------------------------------------ pieces
-    def _score(self, closure: Closure, forward_only: bool) -> Tensor:
-        """One scoring pass at the current parameters: the loss, no gradient left behind."""
-        if forward_only:
-            with torch.no_grad():
-                loss = closure(backward=False)  # type: ignore[call-arg]
-        else:
-            params = self._trainable_params()
-            for p in params:
-                p.grad = None
-            with torch.enable_grad():
-                loss = closure()
-            for p in params:
-                p.grad = None
-        self.closure_calls += 1
-        loss = checked_loss(loss)
-        # The same BatchNorm bookkeeping as ``_evaluate``: snapshot after the step's first pass.
-        if self._pass_in_step == 0 and self.bn_update == "first" and self._bn_buffers:
-            self._bn_snapshot = [b.detach().clone() for b in self._bn_buffers]
-        self._pass_in_step += 1
-        return loss
-
     def _gumbels(self, n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
         """``n`` standard Gumbel variates, −log(−log U), from the optimizer's generator."""
         u = torch.rand(n, generator=self.generator, device=device, dtype=dtype)
@@ -206,15 +180,16 @@ class TSAMResample(PerturbationOptimizer):
         closure = self._require_closure(closure)
         forward_only = accepts_backward_flag(closure)
         t = self.tilt
-        params = self._begin_step()
-        kept = self._buffer("selected")
-        noise_free = all(float(g["noise_radius"]) == 0.0 for g, _ in self._group_views())
+        ctx = self._begin_step()
+        params = ctx.params
+        kept = ctx.buffer("selected")
+        noise_free = all(r == 0.0 for r in ctx.radii("noise_radius"))
         direction: list[Tensor] | None = None
         if self.ascent == "shared":
-            self._evaluate(closure)
-            direction = self._grads(params)  # scaled in place to ρ g/‖g‖ (kept alive here)
+            ctx.evaluate(closure)
+            direction = ctx.grads()  # scaled in place to ρ g/‖g‖ (kept alive here)
             inv_norm = global_norm(direction).add_(1e-12).reciprocal_()
-            for group, _ps, block in self._group_blocks(direction):
+            for group, _ps, block in ctx.blocks(direction):
                 torch._foreach_mul_(block, inv_norm * float(group["rho"]))
         losses: list[Tensor] = []
         device = params[0].device
@@ -223,11 +198,11 @@ class TSAMResample(PerturbationOptimizer):
         best_key = best_gumbel = chosen = None
         for j in range(self.num_samples):
             if j > 0 and noise_free:
-                self._restore()  # add_noise leaves the parameters alone at radius 0
-            add_noise(self, "noise_radius", self.noise)
+                ctx.restore()  # add_noise leaves the parameters alone at radius 0
+            add_noise(ctx, "noise_radius", self.noise)
             if direction is not None:
                 torch._foreach_add_(params, direction)
-            loss = self._score(closure, forward_only)
+            loss = ctx.score(closure, forward_only)  # forward only when the closure allows
             losses.append(loss)
             wide = loss.to(key_dtype)
             gumbel = gumbels[j]
@@ -248,14 +223,14 @@ class TSAMResample(PerturbationOptimizer):
         del direction
         torch._foreach_copy_(params, kept)
         if self.ascent == "selected":
-            self._evaluate(closure)
-            ascend(self, self._grads(params), "rho")
-        final = self._evaluate(closure)
-        grads = self._grads(params)
-        self._restore()
+            ctx.evaluate(closure)
+            ascend(ctx, ctx.grads(), "rho")
+        final = ctx.evaluate(closure)
+        grads = ctx.grads()
+        ctx.restore()
         scored = torch.stack(losses)
         objective = tilted_objective(scored, t)
-        took = self._finish_step(params, grads, torch.cat([scored, final.reshape(1)]))
+        took = self._finish_step(grads, torch.cat([scored, final.reshape(1)]))
         self.last_step = ResampleDiagnostics(
             tilt=t,
             weight_tilt=t,

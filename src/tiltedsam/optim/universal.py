@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from tiltedsam._validation import check_int_at_least, check_nonnegative, check_positive
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
+from tiltedsam.optim.context import StepContext
 from tiltedsam.samplers import add_iid_noise
 from tiltedsam.tilt import TiltedAccumulator
 
@@ -77,32 +78,38 @@ class _UniversalSAM(PerturbationOptimizer):
     def passes_per_step(self) -> int:
         return 1 + self.num_samples
 
-    def _perturb(self) -> None:
-        add_iid_noise(self, [float(g["rho"]) for g, _ in self._group_views()], "normal")
+    def _perturb(self, ctx: StepContext) -> None:
+        add_iid_noise(ctx, ctx.radii("rho"), "normal")
 
-    def _correction(self, g0: list[Tensor], loss0: Tensor) -> tuple[list[Tensor], Tensor]:
+    def _start(self, ctx: StepContext, loss0: Tensor) -> None:
+        raise NotImplementedError
+
+    def _add(self, loss: Tensor, grads: list[Tensor], g0: list[Tensor], loss0: Tensor) -> None:
+        raise NotImplementedError
+
+    def _finish(self, ctx: StepContext) -> tuple[list[Tensor], Tensor]:
         raise NotImplementedError
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         closure = self._require_closure(closure)
-        params = self._begin_step()
-        loss0 = self._evaluate(closure)
-        g0 = self._buffer("g0")
-        torch._foreach_copy_(g0, self._grads(params))
-        self._start(loss0)
+        ctx = self._begin_step()
+        loss0 = ctx.evaluate(closure)
+        g0 = ctx.buffer("g0")
+        torch._foreach_copy_(g0, ctx.grads())
+        self._start(ctx, loss0)
         for _ in range(self.num_samples):
-            self._perturb()
-            loss = self._evaluate(closure)
-            self._add(loss, self._grads(params), g0, loss0)
-            self._restore()
-        correction, losses = self._finish()
+            self._perturb(ctx)
+            loss = ctx.evaluate(closure)
+            self._add(loss, ctx.grads(), g0, loss0)
+            ctx.restore()
+        correction, losses = self._finish(ctx)
         # g = g0 + λ · correction  (λ per group); written into the correction buffers.
-        pairs = zip(self._group_blocks(correction), self._group_blocks(g0), strict=True)
+        pairs = zip(ctx.blocks(correction), ctx.blocks(g0), strict=True)
         for (group, _, block), (_, _, g0_block) in pairs:
             torch._foreach_mul_(block, group["lam"])
             torch._foreach_add_(block, g0_block)
-        self._finish_step(params, correction, torch.cat([loss0.reshape(1), losses]))
+        self._finish_step(correction, torch.cat([loss0.reshape(1), losses]))
         return loss0
 
 
@@ -116,14 +123,14 @@ class TraceSAM(_UniversalSAM):
                  num_samples: int = 1, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(params, base_optimizer_cls, rho, lam, num_samples, **kwargs)
 
-    def _start(self, loss0: Tensor) -> None:
-        self._mean = TiltedAccumulator(0.0, buffers=self._buffer("mean"))
+    def _start(self, ctx: StepContext, loss0: Tensor) -> None:
+        self._mean = TiltedAccumulator(0.0, buffers=ctx.buffer("mean"))
 
     def _add(self, loss: Tensor, grads: list[Tensor], g0: list[Tensor], loss0: Tensor) -> None:
         torch._foreach_sub_(grads, g0)
         self._mean.add(loss, grads)
 
-    def _finish(self) -> tuple[list[Tensor], Tensor]:
+    def _finish(self, ctx: StepContext) -> tuple[list[Tensor], Tensor]:
         return self._mean.result(), self._mean.stacked_losses()
 
 
@@ -140,10 +147,10 @@ class FrobSAM(_UniversalSAM):
                  num_samples: int = 2, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(params, base_optimizer_cls, rho, lam, num_samples, **kwargs)
 
-    def _start(self, loss0: Tensor) -> None:
+    def _start(self, ctx: StepContext, loss0: Tensor) -> None:
         self._loss0 = loss0
-        self._weighted = self._buffer("loss_weighted_sum")
-        self._sum = self._buffer("grad_sum")
+        self._weighted = ctx.buffer("loss_weighted_sum")
+        self._sum = ctx.buffer("grad_sum")
         torch._foreach_zero_(self._weighted)
         torch._foreach_zero_(self._sum)
         self._losses: list[Tensor] = []
@@ -154,13 +161,13 @@ class FrobSAM(_UniversalSAM):
         torch._foreach_mul_(grads, loss - loss0)
         torch._foreach_add_(self._weighted, grads)
 
-    def _finish(self) -> tuple[list[Tensor], Tensor]:
+    def _finish(self, ctx: StepContext) -> tuple[list[Tensor], Tensor]:
         n = self.num_samples
         losses = torch.stack(self._losses)
         # Cov = [Σ(L_i − L0) g_i − Σ(L_i − L0) · (Σ g_i)/n] / (n − 1), then divided by ρ².
         torch._foreach_mul_(self._sum, (losses - self._loss0).sum() / n)
         torch._foreach_sub_(self._weighted, self._sum)
-        for group, _ps, block in self._group_blocks(self._weighted):
+        for group, _ps, block in ctx.blocks(self._weighted):
             torch._foreach_mul_(block, 1.0 / ((n - 1) * float(group["rho"]) ** 2))
         return self._weighted, losses
 
@@ -176,13 +183,13 @@ class DetSAM(_UniversalSAM):
             extra_defaults={"half_cube": check_positive("half_cube", half_cube)}, **kwargs,
         )  # fmt: skip
 
-    def _perturb(self) -> None:
-        scales = [float(g["rho"]) * float(g["half_cube"]) for g, _ in self._group_views()]
-        add_iid_noise(self, scales, "cube")
+    def _perturb(self, ctx: StepContext) -> None:
+        scales = [r * h for r, h in zip(ctx.radii("rho"), ctx.radii("half_cube"), strict=True)]
+        add_iid_noise(ctx, scales, "cube")
 
-    def _start(self, loss0: Tensor) -> None:
+    def _start(self, ctx: StepContext, loss0: Tensor) -> None:
         # The accumulator with t = 1 on the scores −d_i/2 gives Σ softmax(−d/2)_i (g_i − g0).
-        self._acc = TiltedAccumulator(1.0, buffers=self._buffer("weighted_diff"))
+        self._acc = TiltedAccumulator(1.0, buffers=ctx.buffer("weighted_diff"))
         self._scores: list[Tensor] = []
         self._losses: list[Tensor] = []
 
@@ -194,7 +201,7 @@ class DetSAM(_UniversalSAM):
         torch._foreach_sub_(grads, g0)
         self._acc.add(score, grads)
 
-    def _finish(self) -> tuple[list[Tensor], Tensor]:
+    def _finish(self, ctx: StepContext) -> tuple[list[Tensor], Tensor]:
         scores = torch.stack(self._scores)
         log_c = torch.logsumexp(scores, dim=0) - math.log(len(self._scores))
         result = self._acc.result()

@@ -1,0 +1,112 @@
+"""The run store: one schema and one ``run_or_load`` for every command; runs with other settings
+coexist in one directory and only ``rerun`` replaces a finished run (issue #17's second class);
+a damaged summary is named, never trained over; every file goes through the one writer."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tiltedsam.experiments.compare import compare
+from tiltedsam.experiments.configs import TrainConfig
+from tiltedsam.experiments.report import write_sweep_report
+from tiltedsam.experiments.store import RunConfig, full_options, run_key, run_or_load
+from tiltedsam.experiments.sweep import sweep
+
+from .conftest import tiny_data
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "tiltedsam"
+
+
+def summaries(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.glob("runs/*/*/summary.json")}
+
+
+def test_runs_with_other_settings_coexist_and_only_rerun_replaces(tmp_path):
+    data = tiny_data()
+    one = compare(["erm"], config=TrainConfig(model="mlp", epochs=1, batch_size=32), data=data,
+                  out=tmp_path, progress=False)  # fmt: skip
+    two = compare(["erm"], config=TrainConfig(model="mlp", epochs=2, batch_size=32), data=data,
+                  out=tmp_path, progress=False)  # fmt: skip
+    stamps = summaries(tmp_path)
+    assert len(stamps) == 2, "the 2-epoch run did not delete the 1-epoch one"
+    assert len(one[0]["history"]) == 1 and len(two[0]["history"]) == 2
+    again = compare(["erm"], config=TrainConfig(model="mlp", epochs=1, batch_size=32), data=data,
+                    out=tmp_path, progress=False)  # fmt: skip
+    assert again == one and summaries(tmp_path) == stamps, "finished: read back, not trained"
+    compare(["erm"], config=TrainConfig(model="mlp", epochs=1, batch_size=32), data=data,
+            out=tmp_path, progress=False, rerun=True)  # fmt: skip
+    after = summaries(tmp_path)
+    assert len(after) == 2 and sum(after[p] != stamps[p] for p in stamps) == 1, "rerun: that one"
+
+
+def test_compare_and_sweep_with_the_same_settings_share_their_runs(tmp_path, mnist_file):
+    config = TrainConfig(model="mlp", epochs=1, batch_size=32)
+    data = {"dataset": "mnist", "data_path": str(mnist_file), "val_size": 20}
+    swept = sweep(["erm", "sam"], config=config, out=tmp_path, **data)
+    stamps = summaries(tmp_path)
+    compared = compare(["erm", "sam"], config=config, out=tmp_path, progress=False, **data)
+    assert summaries(tmp_path) == stamps, "compare read the sweep's runs"
+    assert [r["test_loss"] for r in compared] == [r["test_loss"] for r in swept]
+
+
+def test_two_sweeps_with_other_epochs_keep_each_others_results(tmp_path, mnist_file):
+    """Issue #17: sweeps with --epochs 2 and 3 on one directory deleted each other's results and
+    both failed with ``zip() argument 2 is shorter than argument 1``."""
+    data = {"dataset": "mnist", "data_path": str(mnist_file), "val_size": 20, "out": tmp_path}
+    for epochs in (2, 3, 2):
+        results = sweep(["erm", "sam"], config=TrainConfig(model="mlp", epochs=epochs,
+                                                           batch_size=32), **data)  # fmt: skip
+        assert {len(r["history"]) for r in results} == {epochs}
+        assert "| erm | 1 |" in (tmp_path / "report.md").read_text()  # this sweep's runs
+    assert len(summaries(tmp_path)) == 4
+    with pytest.raises(ValueError, match=r"the runs of 'erm' differ in train"):
+        write_sweep_report(tmp_path)  # a report of the whole directory refuses to mix them
+
+
+def test_one_training_has_one_key_however_it_is_spelled():
+    shared = {"lr": 0.1, "weight_decay": 5e-4}
+    keys = {
+        run_key(RunConfig("tsam", full_options("tsam", options, shared), 0).as_dict())
+        for options in ({}, {"tilt": 1}, {"tilt": 1.0, "lr": 0.1}, {"num_samples": 3})
+    }
+    assert len(keys) == 1
+    other = RunConfig("tsam", full_options("tsam", {"tilt": 2}, shared), 0)
+    assert other.key not in keys
+
+
+def test_a_damaged_summary_is_named_and_never_trained_over(tmp_path):
+    config = RunConfig("erm", full_options("erm", {}, {"lr": 0.1}), 0, {"name": "x"})
+
+    def train(directory):
+        return {"ok": 1}
+
+    assert run_or_load(tmp_path, config, train) == {"ok": 1}
+    summary = config.directory(tmp_path) / "summary.json"
+    summary.write_text(summary.read_text()[:20])  # truncated
+    with pytest.raises(ValueError, match=rf"{re.escape(str(summary))}: unreadable run summary"):
+        run_or_load(tmp_path, config, lambda d: pytest.fail("trained over a damaged run"))
+    assert run_or_load(tmp_path, config, lambda d: {"ok": 2}, rerun=True) == {"ok": 2}
+    stored = json.loads(summary.read_text())
+    assert stored["config"] == config.as_dict() and stored["result"] == {"ok": 2}
+
+
+# Writing a file anywhere but through tiltedsam._files (one temp-file-and-rename writer).
+DIRECT_WRITES = re.compile(
+    r"\.write_text\(|\.write_bytes\(|\.savefig\(|np\.savez\(|open\([^)]*[\"'](?:w|wb|a)[\"']"
+)
+
+
+def test_every_file_is_written_by_the_one_atomic_writer():
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        if path.name == "_files.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if DIRECT_WRITES.search(code):
+                offenders.append(f"{path.relative_to(SRC)}:{number}")
+    assert not offenders, "files written outside tiltedsam._files: " + ", ".join(offenders)
