@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 import torch
 
@@ -27,10 +29,30 @@ def make_mlp(d: int = 5, k: int = 3, seed: int = 0, dtype=torch.float64, batchno
     return torch.nn.Sequential(*layers).to(dtype)
 
 
-def closure_for(model, x, y):
-    def closure():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        return loss
+class Shardable:
+    """The closure ``build(x, y)`` returns, which split-batch methods (``tsam-split``) can also
+    cut into shards, as they cut ``make_closure``'s: ``shards(k)`` builds one per shard."""
 
-    return closure
+    def __init__(self, build, x, y):
+        self.build, self.x, self.y = build, x, y
+        self._fn = build(x, y)
+        self.__signature__ = inspect.signature(self._fn)  # e.g. a backward= flag shows through
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def shards(self, k):
+        return [Shardable(self.build, xs, ys)
+                for xs, ys in zip(torch.tensor_split(self.x, k), torch.tensor_split(self.y, k), strict=True)]  # fmt: skip
+
+
+def closure_for(model, x, y):
+    def build(x, y):
+        def closure():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        return closure
+
+    return Shardable(build, x, y)

@@ -13,7 +13,7 @@ from tiltedsam.optim import context as context_module
 from tiltedsam.optim.context import StepContext
 from tiltedsam.samplers import AscentSampler
 
-from .conftest import closure_for, make_mlp, make_regression
+from .conftest import Shardable, closure_for, make_mlp, make_regression
 from .test_contract import ACTIVE
 
 NAMES = sorted(set(METHODS) - {"erm"})
@@ -90,14 +90,17 @@ def test_every_pass_is_reduced_over_ranks_and_counted(name, monkeypatch):
     opt = create_optimizer(name, model.parameters(), lr=0.1, **ACTIVE[name][0])
     opt.context.distributed = "global"  # as on every rank of a process group (of one)
 
-    def closure(backward=True):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        if backward:
-            loss.backward()
-        return loss
+    def build(x, y):
+        def closure(backward=True):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            if backward:
+                loss.backward()
+            return loss
+
+        return closure
 
     for _ in range(2):
-        opt.step(closure)
+        opt.step(Shardable(build, x, y))
     assert len(reductions) == opt.closure_calls == 2 * opt.passes_per_step
     if name == "tsam-resample":  # the s scoring passes reduce the loss alone
         assert reductions.count(0) == 2 * opt.num_samples

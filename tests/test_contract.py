@@ -7,7 +7,7 @@ import torch
 
 from tiltedsam.optim import METHODS, PerturbationOptimizer, create_optimizer
 
-from .conftest import closure_for, make_mlp, make_regression
+from .conftest import Shardable, closure_for, make_mlp, make_regression
 
 # Options that make each method's perturbation vanish (its radius or strength set to 0).
 NEUTRAL = {
@@ -23,6 +23,16 @@ NEUTRAL = {
     "tsam": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
     "tsam-naive": {"num_samples": 1, "rho": 0.0},
     "tsam-resample": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
+    "tsam-stale": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
+    "tsam-split": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
+    "tsam-split-rise": {"tilt": 0.0, "num_samples": 1, "rho": 0.0, "noise_radius": 0.0},
+    "tsam-intermittent": {
+        "tilt": 0.0,
+        "num_samples": 1,
+        "rho": 0.0,
+        "noise_radius": 0.0,
+        "alpha": 0.0,
+    },
 }
 # Typical settings with a real perturbation, and the documented passes per step.
 ACTIVE = {
@@ -38,6 +48,10 @@ ACTIVE = {
     "tsam": ({"tilt": 5.0, "num_samples": 3}, 6),
     "tsam-naive": ({"tilt": 5.0, "num_samples": 4, "rho": 0.5}, 4),
     "tsam-resample": ({"tilt": 5.0, "num_samples": 3}, 5),
+    "tsam-stale": ({"tilt": 5.0, "num_samples": 3}, 4),
+    "tsam-split": ({"tilt": 5.0, "num_samples": 3}, 6),
+    "tsam-split-rise": ({"tilt": 5.0, "num_samples": 3}, 6),
+    "tsam-intermittent": ({"tilt": 5.0, "num_samples": 2, "every": 1}, 5),
 }
 NAMES = sorted(set(METHODS) - {"erm"})
 
@@ -140,14 +154,18 @@ def test_closure_is_required_and_called_the_documented_number_of_times(name):
     with pytest.raises(TypeError, match="requires a closure"):
         opt.step()
     calls = []
-    inner = closure_for(model, x, y)
 
-    def counting():
-        calls.append(1)
-        return inner()
+    def counted(xs, ys):
+        inner = closure_for(model, xs, ys)
+
+        def counting():
+            calls.append(1)
+            return inner()
+
+        return counting
 
     for _ in range(2):
-        opt.step(counting)
+        opt.step(Shardable(counted, x, y))
     assert len(calls) == 2 * passes == 2 * opt.passes_per_step
 
 

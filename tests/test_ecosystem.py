@@ -12,7 +12,7 @@ from tiltedsam import TSAM, make_closure
 from tiltedsam.optim import METHODS as TABLE
 from tiltedsam.optim import create_optimizer
 
-from .conftest import closure_for, make_mlp, make_regression
+from .conftest import Shardable, closure_for, make_mlp, make_regression
 from .test_contract import ACTIVE
 
 METHODS = sorted(set(TABLE) - {"erm"})
@@ -72,15 +72,18 @@ def test_bfloat16_autocast_trains_close_to_float32():
 def _scaled_closure(model, x, y, scaler, inject_inf=None):
     calls = [0]
 
-    def closure():
-        loss = F.cross_entropy(model(x), y)
-        scaler.scale(loss).backward()
-        calls[0] += 1
-        if inject_inf is not None and calls[0] == inject_inf:
-            next(model.parameters()).grad[0, 0] = float("inf")
-        return loss
+    def build(x, y):
+        def closure():
+            loss = F.cross_entropy(model(x), y)
+            scaler.scale(loss).backward()
+            calls[0] += 1
+            if inject_inf is not None and calls[0] == inject_inf:
+                next(model.parameters()).grad[0, 0] = float("inf")
+            return loss
 
-    return closure
+        return closure
+
+    return Shardable(build, x, y)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -181,7 +184,8 @@ def test_weight_decay_is_applied_once_per_step_not_per_pass(name, float64):
         loss.backward()
         return loss
 
-    opt.step(flat_loss)
+    x, y = make_regression()
+    opt.step(Shardable(lambda xs, ys: flat_loss, x, y))
     assert torch.allclose(flat(model), theta * (1 - 0.1 * 0.01), rtol=0, atol=1e-15)
 
 

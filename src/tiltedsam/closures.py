@@ -129,6 +129,25 @@ class ModelClosure:
         self._device_type = (self._device or torch.device("cpu")).type
         self._no_sync = getattr(model, "no_sync", None)
 
+    def shards(self, num_shards: int) -> list[ModelClosure]:
+        """The batch cut into ``num_shards`` nearly equal contiguous shards, a closure each
+        (same model, loss, autocast and scaler; each returns its shard's loss).  Split-batch
+        estimators (``tsam-split``) evaluate one perturbation per shard."""
+        check_int_at_least("num_shards", num_shards, 1)
+        if num_shards > self._total:
+            raise ValueError(
+                f"cannot cut a batch of {self._total} examples into {num_shards} shards"
+            )
+        sizes = [len(part) for part in torch.tensor_split(torch.arange(self._total), num_shards)]
+        bounds, start = [], 0
+        for size in sizes:
+            bounds.append((start, start + size))
+            start += size
+        return [
+            ModelClosure(self.model, self.loss_fn, x, y, 1, self.autocast_dtype, self.grad_scaler)
+            for x, y in zip(_split(self.inputs, bounds), _split(self.targets, bounds), strict=True)
+        ]
+
     def __call__(self) -> Tensor:
         loss_sum = torch.zeros((), device=self._device)
         k = len(self._micro)
@@ -142,9 +161,10 @@ class ModelClosure:
             )
             with sync:
                 with amp:
-                    loss = self.loss_fn(call_model(self.model, x), y).float() * (
-                        len(y) / self._total
-                    )
+                    loss = self.loss_fn(call_model(self.model, x), y)
+                    if loss.dtype not in (torch.float32, torch.float64):
+                        loss = loss.float()  # half-precision losses are summed in float32
+                    loss = loss * (len(y) / self._total)
                 scaled = self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss
                 scaled.backward()
             loss_sum = loss_sum + loss.detach()

@@ -9,7 +9,7 @@ import torch
 
 from tiltedsam.optim import METHODS, TSAM, create_optimizer
 
-from ..conftest import make_mlp, make_regression
+from ..conftest import closure_for, make_mlp, make_regression
 
 STEPS = 4
 SEEDED = [name for name, info in METHODS.items() if info.seeded]
@@ -29,10 +29,7 @@ def _train(name, seed, global_seed=0):
     for step in range(STEPS):
         rows = slice(12 * (step % 4), 12 * (step % 4) + 12)
 
-        def closure(rows=rows):
-            loss = torch.nn.functional.cross_entropy(model(x[rows]), y[rows])
-            loss.backward()
-            return loss
+        closure = closure_for(model, x[rows], y[rows])
 
         if name == "erm":
             opt.zero_grad()

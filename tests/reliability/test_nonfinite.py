@@ -4,6 +4,7 @@ exception inside the closure leaves θ restored; a diverging run stops before ch
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -13,8 +14,9 @@ from tiltedsam import SAM, TSAM
 from tiltedsam.experiments import TrainConfig, parse_method, train_run
 from tiltedsam.experiments.checkpoint import read_checkpoint
 from tiltedsam.optim import METHODS, create_optimizer
+from tiltedsam.optim.tsam_resample import TSAMResample
 
-from ..conftest import closure_for, make_mlp, make_regression
+from ..conftest import Shardable, closure_for, make_mlp, make_regression
 from .conftest import tiny_data
 
 
@@ -34,21 +36,25 @@ def faulty_closure(model, x, y, bad_passes, fault="nan_loss", record=None):
     """A closure whose passes listed in ``bad_passes`` (0-based, over the whole run) go bad."""
     calls = [0]
 
-    def closure():
-        out = model(x)
-        index = calls[0]
-        calls[0] += 1
-        if index in bad_passes and fault == "inf_grad":
-            out = _InfGrad.apply(out)
-        loss = torch.nn.functional.cross_entropy(out, y)
-        if index in bad_passes and fault in ("nan_loss", "inf_loss"):
-            loss = loss * (math.nan if fault == "nan_loss" else math.inf)
-        loss.backward()
-        if record is not None:
-            record.append((loss.detach().clone(), [p.grad.clone() for p in model.parameters()]))
-        return loss
+    def build(x, y):
+        return functools.partial(_faulty_pass, model, x, y, bad_passes, fault, record, calls)
 
-    return closure
+    return Shardable(build, x, y)
+
+
+def _faulty_pass(model, x, y, bad_passes, fault, record, calls):
+    out = model(x)
+    index = calls[0]
+    calls[0] += 1
+    if index in bad_passes and fault == "inf_grad":
+        out = _InfGrad.apply(out)
+    loss = torch.nn.functional.cross_entropy(out, y)
+    if index in bad_passes and fault in ("nan_loss", "inf_loss"):
+        loss = loss * (math.nan if fault == "nan_loss" else math.inf)
+    loss.backward()
+    if record is not None:
+        record.append((loss.detach().clone(), [p.grad.clone() for p in model.parameters()]))
+    return loss
 
 
 def _params(model):
@@ -134,7 +140,7 @@ def test_every_optimizer_skips_or_raises_and_never_writes_nonfinite_parameters(n
     before = _params(model)
     # tsam-resample discards the gradients of its scoring passes (only the drawn point's is
     # used), so a fault in one of them rightly changes nothing: fault every pass there.
-    passes = set(range(64)) if name == "tsam-resample" else {1}
+    passes = set(range(64)) if METHODS[name].cls is TSAMResample else {1}
     raiser = create_optimizer(name, model.parameters(), lr=0.1, momentum=0.9)
     with pytest.raises(FloatingPointError, match="non-finite"):
         raiser.step(faulty_closure(model, x, y, passes, fault))

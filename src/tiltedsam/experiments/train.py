@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -264,7 +265,9 @@ def train_run(
                 return loss
 
             optimizer.zero_grad(set_to_none=True)
-            loss = optimizer.step(closure).detach()
+            shards = getattr(optimizer, "shards_per_step", 0)  # split-batch estimators
+            loss = optimizer.step(shard_closures(closure, inputs, targets, shards)
+                                  if shards else closure).detach()  # fmt: skip
             # A step skipped by a nonfinite policy returns a non-finite loss: not averaged.
             finite = torch.isfinite(loss)
             step_losses = step_losses + torch.where(finite, loss, 0.0)
@@ -342,6 +345,12 @@ def train_run(
         skipped_steps=getattr(optimizer, "skipped_steps", 0),
         skipped_samples=getattr(optimizer, "skipped_samples", 0),
     )
+
+
+def shard_closures(closure, inputs: torch.Tensor, targets: torch.Tensor, k: int) -> list:
+    """``closure`` on each of ``k`` nearly equal contiguous shards of the batch."""
+    return [functools.partial(closure, x, y)
+            for x, y in zip(torch.tensor_split(inputs, k), torch.tensor_split(targets, k), strict=True)]  # fmt: skip
 
 
 def _require_keys(payload: dict[str, Any], source: Path) -> None:

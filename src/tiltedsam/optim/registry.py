@@ -29,7 +29,9 @@ from tiltedsam.optim.pgn import PGN
 from tiltedsam.optim.rsam import RSAM
 from tiltedsam.optim.sam import SAM
 from tiltedsam.optim.tsam import TSAM
+from tiltedsam.optim.tsam_intermittent import TSAMIntermittent
 from tiltedsam.optim.tsam_resample import TSAMResample
+from tiltedsam.optim.tsam_split import TSAMSplit
 from tiltedsam.optim.universal import DetSAM, FrobSAM, TraceSAM
 
 BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -206,6 +208,36 @@ _BUILTIN = (
                 "estimator)",
         defaults={"tilt": 1.0, "num_samples": 2, "rho": 0.05, "noise_radius": 1.0,
                   "ascent": "selected"},
+    ),
+    # TSAM at SAM's cost (issue #21): three cheaper estimators of the tilted gradient.
+    MethodInfo(
+        "tsam-split", TSAMSplit, passes=r"\(2s\) on shards (2 batches)", page="tsam-cheap.md",
+        summary=r"\(\sum_j \operatorname{softmax}(tL_{B_j})_j\, \nabla L_{B_j}(\theta+"
+                r"\varepsilon_j)\), shard \(B_j\) of the batch with its own \(\varepsilon_j\)",
+        defaults={"tilt": 1.0, "num_samples": 3, "rho": 0.05, "noise_radius": 1.0},
+    ),
+    MethodInfo(
+        "tsam-split-rise", TSAMSplit, passes=r"\(2s\) on shards (2 batches)",
+        page="tsam-cheap.md#the-tilt-on-the-rise",
+        summary=r"as tsam-split, weights of the rise \(L_{B_j}(\theta+\varepsilon_j) - "
+                r"L_{B_j}(\theta+\xi_j)\)",
+        fixed={"tilt_on": "rise"},
+        defaults={"tilt": 1.0, "num_samples": 3, "rho": 0.05, "noise_radius": 1.0},
+    ),
+    MethodInfo(
+        "tsam-stale", TSAMResample, passes=r"\(s\) forward + 1",
+        page="tsam-cheap.md#stale-ascent-resampling",
+        summary=r"tsam-resample with the last step's ascent direction (no fresh ascent pass)",
+        fixed={"ascent": "stale"},
+        defaults={"tilt": 1.0, "num_samples": 2, "rho": 0.05, "noise_radius": 1.0},
+    ),
+    MethodInfo(
+        "tsam-intermittent", TSAMIntermittent, passes=r"\((2s + k)/k\)",
+        page="tsam-cheap.md#intermittent-tsam",
+        summary=r"TSAM every \(k\) steps; between, \(g + \alpha \lVert g\rVert v/\lVert v\rVert\) "
+                r"with \(v\) the tilted gradient's part orthogonal to \(g\) (LookSAM)",
+        defaults={"tilt": 1.0, "num_samples": 3, "rho": 0.05, "noise_radius": 1.0,
+                  "every": 5, "alpha": 0.7},
     ),
 )
 # fmt: on
