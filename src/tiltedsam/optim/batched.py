@@ -299,7 +299,9 @@ class StackedLoss:
 
     def _forward(self, state: dict[str, Tensor]) -> Tensor:
         out = functional_call(self.closure.model, state, self.args, self.kwargs)
-        loss = self.closure.loss_fn(out, self.closure.targets).float()
+        loss = self.closure.loss_fn(out, self.closure.targets)
+        if loss.dtype not in (torch.float32, torch.float64):
+            loss = loss.float()  # as make_closure's closure: half precision summed in float32
         if loss.numel() != 1:
             raise ValueError(
                 f"loss_fn must return a scalar loss, got shape {tuple(loss.shape)}; "
