@@ -70,7 +70,8 @@ class Case:
     @property
     def forward_only(self) -> bool:
         """Some of its passes are forward only (tsam-resample's scoring): no pass floor."""
-        return VARIANTS.get(self.method, (self.method, {}))[0] == "tsam-resample"
+        name = VARIANTS.get(self.method, (self.method, {}))[0]
+        return name != "official" and method_info(name).options >= {"ascent"}
 
 
 @dataclass
@@ -125,7 +126,7 @@ def build_case(
         opt = build_optimizer(spec, params, base="sgd", base_kwargs=BASE_KWARGS, seed=seed,
                               model=model)  # fmt: skip
         passes = getattr(opt, "passes_per_step", 1)
-        if case.method == "batched":
+        if case.method == "batched" or getattr(opt, "shards_per_step", 0):
             from tiltedsam.closures import make_closure
 
             closure = make_closure(model, loss_fn, x, y)  # type: ignore[assignment]

@@ -274,7 +274,11 @@ class Study:
         """Flatness of each method's final selection on the flatness seeds (cached per run)."""
         from tiltedsam.experiments.study_analysis import analyze_run, is_analyzed
 
-        seeds = self.config.flatness_seeds or self.config.seeds[:3]
+        seeds = (
+            self.config.seeds[:3]
+            if self.config.flatness_seeds is None
+            else self.config.flatness_seeds
+        )
         for seed in seeds:
             for method, chosen in selection.items():
                 directory = self.run_dir(method, chosen["final"], seed)

@@ -78,7 +78,7 @@ def read_study(out: str | Path) -> StudyView:
             (options, [study.stored(method, options, s) for s in config.select_seeds])
             for options in chosen["tried"]
         ]
-        flat_seeds = config.flatness_seeds or config.seeds[:3]
+        flat_seeds = config.seeds[:3] if config.flatness_seeds is None else config.flatness_seeds
         view.flatness[method] = {}
         for seed in flat_seeds:
             path = study.run_dir(method, chosen["final"], seed) / "analysis.json"
