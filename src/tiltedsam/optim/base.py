@@ -64,6 +64,7 @@ from tiltedsam.optim import _distributed as dist_ops
 from tiltedsam.optim import policies
 from tiltedsam.optim._amp import ScalerStep, check_grad_scaler
 from tiltedsam.optim.context import BatchNormPolicy, Closure, StepContext, checked_loss
+from tiltedsam.optim.diagnostics import StepDiagnostics
 
 NONFINITE_POLICIES = ("raise", "skip", "unchecked")
 BN_POLICIES = ("first", "every")
@@ -146,6 +147,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         self.nonfinite = nonfinite
         self.step_count = 0
         self.skipped_steps = 0
+        self.last_step: StepDiagnostics | None = None  # what the last step saw
         self._prepared = False
         self._defer = False
         self.max_grad_norm = (
@@ -253,6 +255,14 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             return self.step(closure)
         finally:
             self._defer = False
+
+    def _diagnose(self, losses: Tensor, objective: Tensor, took_step: bool, **extra: Any) -> Tensor:
+        """Record ``last_step`` (:class:`~tiltedsam.optim.diagnostics.StepDiagnostics`) and
+        return ``objective``, the value of ``step``."""
+        self.last_step = StepDiagnostics(
+            losses=losses, objective=objective, took_step=took_step, **extra
+        )
+        return objective
 
     def _apply_prepared(self) -> None:
         self._prepared = False
