@@ -107,9 +107,12 @@ class TSAM(PerturbationOptimizer):
         nonfinite: ``"raise"``, ``"skip"`` (the whole step), ``"skip_sample"`` (drop the
             non-finite samples, step with the rest) or ``"unchecked"``.
         batched: ``"auto"``, True or False: evaluate the s perturbed models in one
-            ``torch.func.vmap`` call (:mod:`tiltedsam.optim.batched`).  ``"auto"`` does so on
-            CUDA when the closure allows it, s >= 4 and s x (trainable parameter count) <=
-            ``batched_max_elements``; True forces it (an error says why it cannot run).
+            ``torch.func.vmap`` call (:mod:`tiltedsam.optim.batched`).  ``batched="auto"`` (the
+            default) takes the batched path only on CUDA, with s ≥ 4 (so never at the default
+            s = 3), s × (trainable parameters) ≤ ``batched_max_elements`` (2²⁴ by default)
+            and a ``make_closure`` closure without accumulation, autocast or GradScaler; in
+            every other case, and whenever the model or sampler cannot be batched, it takes the
+            sequential step.  True forces it (an error says why it cannot run).
         batched_max_elements: the ``"auto"`` threshold above (default 2**24).
         **base_kwargs: passed to ``base_optimizer_cls`` (lr, momentum, weight_decay, ...).
 
