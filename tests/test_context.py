@@ -16,7 +16,7 @@ from tiltedsam.samplers import AscentSampler
 from .conftest import Shardable, closure_for, make_mlp, make_regression
 from .test_contract import ACTIVE
 
-NAMES = sorted(set(METHODS) - {"erm"})
+NAMES = sorted(METHODS)
 
 
 def flat(model):

@@ -15,7 +15,7 @@ from tiltedsam.optim import create_optimizer
 from .conftest import Shardable, closure_for, make_mlp, make_regression
 from .test_contract import ACTIVE
 
-METHODS = sorted(set(TABLE) - {"erm"})
+METHODS = sorted(TABLE)
 
 
 def flat(model):
@@ -122,9 +122,6 @@ def test_grad_scaler_misuse_is_reported():
     model = make_mlp(dtype=torch.float32)
     with pytest.raises(TypeError, match=r"grad_scaler must be a torch\.amp\.GradScaler"):
         TSAM(model.parameters(), torch.optim.SGD, lr=0.1, grad_scaler=object())
-    with pytest.raises(TypeError, match=r"erm is the bare base optimizer .*grad_scaler"):
-        create_optimizer("erm", model.parameters(), lr=0.1,
-                         grad_scaler=torch.amp.GradScaler("cpu"))  # fmt: skip
     scaler = torch.amp.GradScaler("cpu")
     opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, grad_scaler=scaler)
     x, y = make_regression(n=8, dtype=torch.float32)

@@ -392,7 +392,8 @@ def test_hmc_stays_in_rho_ball_and_reports_acceptance(float64):
 
 def test_create_optimizer_registry():
     model = make_mlp(dtype=torch.float32)
-    assert isinstance(create_optimizer("erm", model.parameters(), lr=0.1), torch.optim.SGD)
+    erm = create_optimizer("erm", model.parameters(), lr=0.1)
+    assert type(erm).__name__ == "ERM" and isinstance(erm.base_optimizer, torch.optim.SGD)
     assert isinstance(create_optimizer("sam", model.parameters(), lr=0.1), SAM)
     asam = create_optimizer("asam", model.parameters(), base="adamw", lr=0.1)
     assert asam.defaults["adaptive"] and isinstance(asam.base_optimizer, torch.optim.AdamW)

@@ -86,8 +86,9 @@ def test_unknown_option_names_the_method_lists_its_options_and_suggests():
         create_optimizer("asam", params, lr=0.1, adaptive=False)
     with pytest.raises(ValueError, match=r"unknown method 'tsma'.*did you mean 'tsam'\?"):
         create_optimizer("tsma", params, lr=0.1)
-    with pytest.raises(TypeError, match="erm is the bare base optimizer"):
-        create_optimizer("erm", params, lr=0.1, max_grad_norm=1.0)
+    with pytest.raises(ValueError, match=r"unknown option 'rho' for method erm; its options "
+                       r"are .*max_grad_norm.*nonfinite"):  # fmt: skip
+        create_optimizer("erm", params, lr=0.1, rho=0.05)
 
 
 @pytest.mark.parametrize("spelling", ["tsam-resample", "TSAM-RESAMPLE", "tsam_resample",

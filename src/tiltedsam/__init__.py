@@ -2,6 +2,7 @@
 
 from tiltedsam.closures import make_closure
 from tiltedsam.optim import (
+    ERM,
     ESAM2,
     PGN,
     RSAM,
@@ -30,6 +31,7 @@ from tiltedsam.tilt import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ERM",
     "ESAM2",
     "PGN",
     "RSAM",

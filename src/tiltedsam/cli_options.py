@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -21,19 +22,59 @@ from typing import Any
 
 from tiltedsam.experiments.configs import load_config_file
 
+HELP_WIDTH = 92
+
+
+def wrap_paragraphs(text: str, width: int = HELP_WIDTH) -> str:
+    """Each paragraph (blank-line separated) filled to ``width``; indented lines (examples)
+    kept as written."""
+    out = []
+    for paragraph in text.strip("\n").split("\n\n"):
+        lines = paragraph.splitlines()
+        if any(line.startswith("  ") for line in lines):
+            out.append(paragraph)
+        else:
+            out.append(textwrap.fill(" ".join(line.strip() for line in lines), width))
+    return "\n\n".join(out)
+
+
+def show_default(value: Any, nargs: Any = None) -> str:
+    """A default as one would type it: ``0,1,2`` for comma-separated values, ``erm sam`` for
+    ``nargs='+'``."""
+    if isinstance(value, list | tuple):
+        sep = " " if nargs in ("+", "*") else ","
+        return sep.join(show_default(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
 
 class Parser(argparse.ArgumentParser):
     """An ``ArgumentParser`` that keeps what it is given through public calls: ``options``
     maps each dest to the Action ``add_argument`` returned, ``commands`` each subcommand name to
     its parser.  (Config files are checked against ``options``; argparse's own lists of them are
-    private.)"""
+    private.)
+
+    Help: descriptions and epilogs are printed as written (paragraphs filled to the width,
+    indented example lines kept), and every option's default is written into its help, as one
+    would type it (``(default: 0,1,2)``); options without a default (None) or flags say nothing.
+    """
 
     def __init__(self, *args, **kwargs) -> None:
         self.options: dict[str, argparse.Action] = {}  # before __init__ adds --help
         self.commands: dict[str, Parser] = {}
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        for key in ("description", "epilog"):
+            if kwargs.get(key):
+                kwargs[key] = wrap_paragraphs(kwargs[key])
         super().__init__(*args, **kwargs)
 
     def add_argument(self, *args, **kwargs) -> argparse.Action:
+        default = kwargs.get("default")
+        is_flag = kwargs.get("action") in ("store_true", "store_false", "version", "help")
+        if args and args[0].startswith("-") and default is not None and not is_flag:
+            shown = show_default(default, kwargs.get("nargs")).replace("%", "%%")
+            help_text = kwargs.get("help") or ""
+            if "(default" not in help_text:
+                kwargs["help"] = f"{help_text} (default: {shown})".lstrip()
         action = super().add_argument(*args, **kwargs)
         self.options[action.dest] = action
         return action

@@ -78,7 +78,10 @@ def make_closure(
         grad_scaler: the same ``torch.amp.GradScaler`` given to the optimizer: the closure calls
             ``scaler.scale(loss).backward()`` and returns the unscaled loss.
 
-    Returns a :class:`ModelClosure` (a callable) returning the detached full-batch loss.
+    Returns a :class:`ModelClosure` (a callable) returning the detached full-batch loss.  It
+    takes ``backward=True``: called as ``closure(backward=False)`` (what ``TSAMResample`` does
+    for its scoring passes, under ``torch.no_grad()``) it runs the forward passes only, so a
+    ``tsam-resample`` step with s scores costs s forward passes plus 2 forward+backward ones.
     """
     k = check_int_at_least("accumulation_steps", accumulation_steps, 1)
     total = len(targets)
@@ -148,27 +151,31 @@ class ModelClosure:
             for x, y in zip(_split(self.inputs, bounds), _split(self.targets, bounds), strict=True)
         ]
 
-    def __call__(self) -> Tensor:
+    def __call__(self, backward: bool = True) -> Tensor:
+        """The full-batch loss; with ``backward`` (the default) its gradient is added to
+        ``p.grad``, without it only the forward passes run (the protocol of
+        ``TSAMResample``'s scoring passes, which call ``closure(backward=False)``)."""
         loss_sum = torch.zeros((), device=self._device)
         k = len(self._micro)
         for i, (x, y) in enumerate(self._micro):
             last = i == k - 1
-            sync = contextlib.nullcontext() if last or self._no_sync is None else self._no_sync()
-            amp = (
-                torch.autocast(self._device_type, dtype=self.autocast_dtype)
-                if self.autocast_dtype is not None
-                else contextlib.nullcontext()
-            )
-            with sync:
-                with amp:
+            quiet = backward and not last and self._no_sync is not None
+            with self._no_sync() if quiet else contextlib.nullcontext():  # type: ignore[misc]
+                with self._autocast():
                     loss = self.loss_fn(call_model(self.model, x), y)
                     if loss.dtype not in (torch.float32, torch.float64):
                         loss = loss.float()  # half-precision losses are summed in float32
                     loss = loss * (len(y) / self._total)
-                scaled = self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss
-                scaled.backward()
+                if backward:
+                    scaled = self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss
+                    scaled.backward()
             loss_sum = loss_sum + loss.detach()
         return loss_sum
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self._device_type, dtype=self.autocast_dtype)
 
 
 def call_model(model: Callable[..., Any], inputs: Any) -> Any:

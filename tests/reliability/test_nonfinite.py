@@ -198,7 +198,15 @@ def test_a_run_with_a_nan_batch_completes_under_skip_sample_and_counts_it(tmp_pa
 
 def test_a_diverging_run_stops_before_checkpointing_nan_parameters(tmp_path):
     config = TrainConfig(model="mlp", epochs=2, batch_size=16, lr=0.05)
-    with pytest.raises(FloatingPointError, match=r"erm seed 0 diverged in epoch 1.*nonfinite=skip"):
+    # Without the per-step check (nonfinite=unchecked) the epoch-end guard catches it.
+    with pytest.raises(
+        FloatingPointError, match=r"unchecked seed 0 diverged in epoch 1.*nonfinite=skip"
+    ):
+        train_run(parse_method("erm:nonfinite=unchecked"), _poisoned_data(), config, 0,
+                  progress=False, checkpoint=tmp_path / "c.pt")  # fmt: skip
+    assert not (tmp_path / "c.pt").exists()  # nothing NaN was written
+    # ERM has the per-step check of every method (issue #19): it stops at the step.
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .*left unchanged"):
         train_run(parse_method("erm"), _poisoned_data(), config, 0, progress=False,
                   checkpoint=tmp_path / "c.pt")  # fmt: skip
-    assert not (tmp_path / "c.pt").exists()  # nothing NaN was written
+    assert not (tmp_path / "c.pt").exists()

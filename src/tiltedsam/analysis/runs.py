@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tiltedsam._files import save_figure, write_atomic
+from tiltedsam._files import write_atomic
+from tiltedsam._plotting import count, finish, paper_style, wrap
 from tiltedsam.analysis.cross_eval import cross_evaluate
 from tiltedsam.analysis.flatness import noise_flatness
 from tiltedsam.analysis.hessian import hutchinson_trace, top_eigenvalues
@@ -133,31 +134,31 @@ def analyze_runs(
 
 
 def plot_flatness(result: dict[str, Any], path: Path) -> None:
-    """Mean and variance of L(θ+ε) against δ, one line per method (mean over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Mean and variance of L(θ+ε) against δ, one line per method: the mean over seeds with
+    error bars of ± one standard deviation (n per method in the legend)."""
     deltas = result["setting"]["deltas"]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in result["runs"]:
         groups.setdefault(r["method"], []).append(r)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
-    for method, runs in groups.items():
-        for ax, key in zip(axes, ("mean", "var"), strict=True):
-            values = [statistics.fmean(r["noise"][f"{d:g}"][key] for r in runs) for d in deltas]
-            ax.plot(deltas, values, "o-", label=method)
-    axes[0].set_ylabel("E L(θ+ε)")
-    axes[1].set_ylabel("var L(θ+ε)")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.set_xlabel("δ (ε ~ N(0, δ²I))")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    with paper_style() as plt:
+        fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.8))
+        for method, runs in groups.items():
+            for ax, key in zip(axes, ("mean", "var"), strict=True):
+                values = [[r["noise"][f"{d:g}"][key] for r in runs] for d in deltas]
+                means = [statistics.fmean(v) for v in values]
+                stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+                ax.errorbar(deltas, means, yerr=stds, marker="o", ms=4, capsize=3,
+                            label=wrap(f"{method} {count(len(runs))}"))  # fmt: skip
+        axes[0].set_ylabel("training loss under noise, mean")
+        axes[1].set_ylabel("training loss under noise, variance")
+        axes[1].set_yscale("log")
+        for ax in axes:
+            ax.set_xticks(deltas, [f"{d:g}" for d in deltas])
+            ax.set_xlabel("noise radius δ  (ε ~ N(0, δ²I))")
+        axes[0].legend(loc="best")
+        fig.suptitle(f"Loss of the trained models under parameter noise (mean ± 1 s.d. over "
+                     f"seeds, {result['setting']['draws']} draws per δ)")  # fmt: skip
+        finish(fig, plt, path)
 
 
 def _ms(values: list[float], fmt: str = ".3g") -> str:

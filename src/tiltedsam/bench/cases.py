@@ -3,7 +3,9 @@
 A bench method is a method of the table (:data:`tiltedsam.optim.METHODS`, built by
 :func:`~tiltedsam.optim.build_optimizer` with the harness defaults), one of :data:`VARIANTS`, or
 ``official`` (the official-semantics reference loop, :mod:`tiltedsam.bench.reference`).  A step
-is ``zero_grad(set_to_none=True)`` then ``step(closure)`` for every method, ERM (SGD) included.
+is ``zero_grad(set_to_none=True)`` then ``step(closure)`` for every method, ERM included.  The
+bench's ``erm`` is the bare base optimizer (``torch.optim.SGD``), not the table's ``ERM``
+wrapper: it is the floor every pass count is measured against, so it carries no wrapper cost.
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ def build_case(
         opt: Any = OfficialTSAMReference(model, torch.optim.SGD, tilt=1.0, num_samples=case.s,
                                          rho=0.05, radius=1.0, **BASE_KWARGS)  # fmt: skip
         passes = 2 * case.s
+    elif case.method == "erm":  # the floor: the base optimizer alone
+        opt = torch.optim.SGD(params, **BASE_KWARGS)
+        passes = 1
     elif case.method in bench_methods():
         name, options = VARIANTS.get(case.method, (case.method, {}))
         if case.s:

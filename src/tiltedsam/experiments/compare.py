@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from tiltedsam.data import ArrayDataset
 from tiltedsam.experiments.configs import DataConfig, TrainConfig, settings
+from tiltedsam.experiments.progress import progress_bar
 from tiltedsam.experiments.report import write_compare_report
 from tiltedsam.experiments.store import RunConfig, full_options, run_or_load
 from tiltedsam.experiments.train import check_method, check_seeds, train_run
@@ -75,8 +74,8 @@ def compare(
         dataset = data.name
         data_settings = {"name": data.name, "content": data_fingerprint(data)}
     results: list[dict[str, Any]] = []
-    outer = tqdm([(s, k) for s in specs for k in seeds], desc="runs", position=0,
-                 disable=not progress, dynamic_ncols=True)  # fmt: skip
+    outer = progress_bar([(s, k) for s in specs for k in seeds], desc="runs", position=0,
+                         leave=True, enabled=progress)  # fmt: skip
     for spec, seed in outer:
 
         def train(directory: Path, spec=spec, seed=seed) -> dict[str, Any]:

@@ -63,11 +63,11 @@ class DataConfig:
     """Which data a run trains on: a data set, label noise, a training subset, a validation
     split and the seed that draws them (0 for ``compare``/``sweep``; a study's run seed)."""
 
-    dataset: str = option("mnist1d", choices=DATASETS)
+    dataset: str = option("mnist1d", "data set", choices=DATASETS)
     data_path: str | None = option(None, "data file or folder (default: ../shared/data/ when "
                                    "present; for mnist1d an optional .npz cache)")  # fmt: skip
     label_noise: float = option(0.0, "fraction of flipped labels")
-    train_subset: int | None = option(None, "use N training examples")
+    train_subset: int | None = option(None, "use N training examples (default: all)")
     val_size: int | float = option(0, "validation examples (or fraction)", parse=size)
     seed: int = option(0, cli=False)
     # Studies only (issue #20): CIFAR without crop/flip; text data sets' token budget.
@@ -130,14 +130,16 @@ class DataConfig:
 class TrainConfig:
     """Training settings shared by every method in a comparison."""
 
-    model: str = option("cnn1d", choices=lambda: sorted(MODELS))
-    epochs: int = option(40)
-    batch_size: int = option(64)
+    model: str = option("cnn1d", "model architecture", choices=lambda: sorted(MODELS))
+    epochs: int = option(40, "training epochs (ESAM1: times its budget)")
+    batch_size: int = option(64, "examples per optimizer step")
     lr: float = option(0.1, "learning rate (a method may set its own: sam:lr=0.05)")
     momentum: float = option(0.9, "momentum of base optimizers that take it (SGD, RMSprop)")
-    weight_decay: float = option(5e-4)
-    label_smoothing: float = option(0.0)
-    lr_schedule: str = option("cosine", choices=LR_SCHEDULES)
+    weight_decay: float = option(5e-4, "weight decay of the base optimizer")
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy loss")
+    lr_schedule: str = option(
+        "cosine", "learning-rate schedule over all steps", choices=LR_SCHEDULES
+    )
     base: str = option("sgd", "the base optimizer every method wraps", choices=BASES,
                        since="issue #18")  # fmt: skip
 
@@ -167,18 +169,22 @@ class GlueConfig:
 
     task: str = option("RTE", "RTE, MRPC, STS-B, SST-2, CoLA, QNLI, ...")
     trainable_layers: int = option(1, "top layers trained")
-    max_length: int = option(128)
-    epochs: int = option(3)
-    batch_size: int = option(32)
-    lr: float = option(1e-4)
+    max_length: int = option(128, "tokens per example (longer ones are truncated)")
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(32, "examples per optimizer step")
+    lr: float = option(1e-4, "learning rate (a grid entry may set its own: erm:lr=3e-4)")
     base: str = option("adamw", "the base optimizer every method wraps", choices=BASES)
     momentum: float = option(0.9, "momentum of base optimizers that take it (SGD, RMSprop)")
     weight_decay: float = option(0.01, "not applied to biases and LayerNorm weights")
-    lr_schedule: str = option("linear", choices=GLUE_SCHEDULES)
+    lr_schedule: str = option(
+        "linear", "learning-rate schedule after the warm-up", choices=GLUE_SCHEDULES
+    )
     warmup: float = option(0.1, "fraction of steps warmed up (linearly from 0)")
     val_fraction: float = option(0.1, "fraction of GLUE train held out for selection")
-    split_seed: int = option(0)
-    train_subset: int | None = option(None, "use N training examples (a seeded subset)")
+    split_seed: int = option(0, "seed of the train/validation split")
+    train_subset: int | None = option(
+        None, "use N training examples, a seeded subset (default: all)"
+    )
     group_by_length: bool = option(True, "length-grouped batches (less padding, order still "
                                    "random); --no-group-by-length: plain random batches")  # fmt: skip
 

@@ -96,8 +96,7 @@ def train_glue_run(
     Evaluates validation and dev after every epoch; the result holds the last epoch's metrics.
     ``wall_time`` counts the training steps only (not the cache, not evaluation).
     """
-    from tqdm.auto import tqdm
-
+    from tiltedsam.experiments.progress import progress_bar
     from tiltedsam.optim import PerturbationOptimizer
 
     torch.manual_seed(seed)
@@ -124,8 +123,8 @@ def train_glue_run(
     lengths = [s.shape[0] for s in data.train.states]
     history: list[dict[str, Any]] = []
     wall = 0.0
-    bar = tqdm(total=total_steps, desc=f"{data.task} {method.label} seed {seed}",
-               disable=not progress, leave=False, dynamic_ncols=True)  # fmt: skip
+    bar = progress_bar(total=total_steps, desc=f"{data.task} {method.label} seed {seed}",
+                       enabled=progress)  # fmt: skip
     for epoch in range(epochs):
         batches = batch_order(lengths, config.batch_size, order, config.group_by_length)
         step_losses = torch.zeros(())
@@ -148,7 +147,7 @@ def train_glue_run(
                   "val": evaluate(model, data.val, data.task),
                   "dev": evaluate(model, data.dev, data.task), "wall_time": wall}  # fmt: skip
         history.append(record)
-        bar.set_postfix(loss=f"{record['step_loss']:.3f}")
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{record['step_loss']:.3f}")
         if metrics is not None:
             write_atomic(metrics, "".join(json.dumps(h) + "\n" for h in history))
     bar.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 from tiltedsam._files import write_atomic
 from tiltedsam.data.glue import TASKS
-from tiltedsam.experiments.report import load_results, mean_std
+from tiltedsam.experiments.report import format_mean_std, load_results
 from tiltedsam.experiments.selection import expand_grid, group_by_method, select_glue
 from tiltedsam.optim import METHODS, parse_method
 
@@ -21,8 +21,7 @@ _METRIC_NAMES = {"accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearman"
 
 
 def _ms100(values: Sequence[float]) -> str:
-    mean, std = mean_std([100 * v for v in values])
-    return f"{mean:.2f} ± {std:.2f}"
+    return format_mean_std([100 * v for v in values])
 
 
 def _glue_settings(root: Path) -> dict[str, Any]:

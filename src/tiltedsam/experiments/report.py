@@ -2,8 +2,10 @@
 
 This module only renders: the runs come from the commands or from the run store
 (:func:`~tiltedsam.experiments.store.load_runs`), what is selected from
-:mod:`tiltedsam.experiments.selection`, and every file is written atomically
-(:mod:`tiltedsam._files`).
+:mod:`tiltedsam.experiments.selection`, the figures are drawn by
+:mod:`tiltedsam.experiments.report_figures`, and every file is written atomically
+(:mod:`tiltedsam._files`).  A value over seeds is written ``mean ± std``, or ``value (n = 1)``
+for a single seed (:func:`format_mean_std`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tiltedsam._files import save_figure, write_atomic
+from tiltedsam._files import write_atomic
+from tiltedsam.experiments.report_figures import (
+    plot_accuracy,
+    plot_tilt,
+    plot_tilt_convergence,
+    plot_wall,
+    seeds_note,
+)
 from tiltedsam.experiments.selection import (
     group_by_method,
     mixed_settings,
@@ -25,7 +34,7 @@ from tiltedsam.experiments.selection import (
     select_on_validation,
 )
 from tiltedsam.experiments.store import load_runs
-from tiltedsam.optim import METHODS, parse_method
+from tiltedsam.optim import parse_method
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -33,6 +42,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return mean, std
+
+
+def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
+    """``"43.10 ± 0.52"`` over several values, ``"43.00 (n = 1)"`` for one (no ± of a single
+    seed), ``"–"`` for none."""
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (n = 1)"
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def summary_table(results: Sequence[dict[str, Any]]) -> str:
@@ -45,46 +65,16 @@ def summary_table(results: Sequence[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for method, runs in groups.items():
-        acc_mean, acc_std = mean_std([100 * r["test_accuracy"] for r in runs])
+        accuracy = format_mean_std([100 * r["test_accuracy"] for r in runs])
         loss_mean, _ = mean_std([r["train_loss"] for r in runs])
         time_mean, _ = mean_std([r["wall_time"] for r in runs])
         passes = runs[0]["closure_calls"] / runs[0]["steps"]
         ratio = f"{time_mean / erm_time:.1f}×" if erm else "–"
         lines.append(
-            f"| {method} | {len(runs)} | {acc_mean:.2f} ± {acc_std:.2f} | {loss_mean:.4f} | "
+            f"| {method} | {len(runs)} | {accuracy} | {loss_mean:.4f} | "
             f"{passes:g} | {time_mean:.1f} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def plot_accuracy(results: Sequence[dict[str, Any]], path: Path) -> None:
-    """Test accuracy vs epoch, mean over seeds with a min–max band, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for method, runs in group_by_method(results).items():
-        epochs = [h["epoch"] for h in runs[0]["history"]]
-        curves = [[100 * h["test_accuracy"] for h in r["history"]] for r in runs]
-        mean = [statistics.fmean(col) for col in zip(*curves, strict=True)]
-        low = [min(col) for col in zip(*curves, strict=True)]
-        high = [max(col) for col in zip(*curves, strict=True)]
-        ax.plot(epochs, mean, label=method)
-        if len(runs) > 1:
-            ax.fill_between(epochs, low, high, alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Test accuracy (mean over seeds, band: min–max)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    finite = [100 * h["test_accuracy"] for r in results for h in r["history"]]
-    top = max(finite)
-    ax.set_ylim(max(min(finite), top - 30), min(100, top + 2))
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def write_compare_report(results: list[dict[str, Any]], root: Path, header: str = "") -> str:
@@ -129,17 +119,16 @@ def load_results(root: str | Path) -> list[dict[str, Any]]:
 
 def _row(label: str, runs: list[dict[str, Any]]) -> str:
     def ms(key: str) -> str:
-        values = [100 * r[key] for r in runs if r.get(key) is not None]
-        if not values:
-            return "–"
-        mean, std = mean_std(values)
-        return f"{mean:.2f} ± {std:.2f}"
+        return format_mean_std([100 * r[key] for r in runs if r.get(key) is not None])
 
     wall = statistics.fmean(r["wall_time"] for r in runs)
     cpu_times = [r["cpu_time"] for r in runs if r.get("cpu_time") is not None]
     cpu = f"{statistics.fmean(cpu_times):.1f}" if cpu_times else "–"
     return (f"| {label} | {len(runs)} | {ms('val_accuracy')} | {ms('test_accuracy')} | {wall:.1f} "
             f"| {cpu} |")  # fmt: skip
+
+
+REPORT_TITLES = {"sweep": "Sweep report", "compare": "Comparison report", "runs": "Report"}
 
 
 def sweep_settings(root: str | Path) -> dict[str, Any]:
@@ -150,7 +139,12 @@ def sweep_settings(root: str | Path) -> dict[str, Any]:
 
 def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = None) -> str:
     """``report.md`` (selected configs and all configs) and PNG plots under ``root``, of
-    ``results`` (the runs of a sweep) or of every run stored under ``root``."""
+    ``results`` (the runs of a sweep) or of every run stored under ``root``.
+
+    Titled by what ``root`` holds (a sweep, a compare, or runs).  Figures: test accuracy by
+    epoch (``accuracy.png`` in a compare directory, redrawn; ``accuracy_vs_epoch.png`` of the
+    selected configurations otherwise), accuracy against t (only with two tilts or more),
+    TSAM's convergence for each t (with a t-curve) and the training time per method."""
     root = Path(root)
     results = load_results(root) if results is None else results
     if not results:
@@ -166,7 +160,8 @@ def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = 
         "| method | seeds | val acc (%) | test acc (%) | wall time (s) | CPU time (s) |\n"
         "|---|---|---|---|---|---|"
     )
-    lines = ["# Sweep report", ""]
+    kind = "sweep" if settings else "compare" if (root / "summary.md").exists() else "runs"
+    lines = [f"# {REPORT_TITLES[kind]}: {root.resolve().name}", ""]
     if selected:
         on = "" if select_seeds is None else f" of seeds {', '.join(map(str, select_seeds))}"
         lines += [f"Selected per method by mean validation accuracy{on} (test accuracy is reported, "
@@ -177,52 +172,26 @@ def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = 
     lines += [_row(label, runs) for label, runs in groups.items()]
     text = "\n".join(lines) + "\n"
     chosen = [r for r in results if r["method"] in set(selected.values())] or list(results)
-    plot_accuracy(chosen, root / "accuracy_vs_epoch.png")
-    _plot_tilt(results, root / "accuracy_vs_t.png")
+    # A compare directory's accuracy.png is the same figure: redraw it, no copy under a new name.
+    figures = ["accuracy.png" if kind == "compare" else "accuracy_vs_epoch.png"]
+    title = "Test accuracy by epoch" + (", configurations selected on validation" if selected
+                                        else "")  # fmt: skip
+    plot_accuracy(chosen, root / figures[0], title=f"{title} ({seeds_note(chosen)})")
+    if plot_tilt(results, root / "accuracy_vs_t.png"):  # only with two tilts or more
+        figures.append("accuracy_vs_t.png")
     curve = tilt_curve(results, selected.get("tsam"))
     if curve:
         text += "\n" + curve
-        _plot_tilt_convergence(results, root / "convergence_vs_t.png", selected.get("tsam"))
+        by_t = _tsam_by_tilt(results, selected.get("tsam"))
+        reference = selected.get("tsam")
+        setting = f"other options as in {reference}" if reference else ""
+        plot_tilt_convergence(by_t, root / "convergence_vs_t.png", setting)
+        figures.append("convergence_vs_t.png")
+    plot_wall(chosen, root / "wall_time.png")
+    figures.append("wall_time.png")
+    text += "\nFigures: " + ", ".join(figures) + "\n"
     write_atomic(root / "report.md", text)
-    _plot_wall(chosen, root / "wall_time.png")
     return text
-
-
-def _plot_tilt(results: Sequence[dict[str, Any]], path: Path) -> None:
-    """Test (and validation) accuracy against t for TSAM runs, one line per other setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tilted = {name for name, info in METHODS.items() if "tilt" in info.defaults}
-    lines: dict[str, dict[float, list[dict[str, Any]]]] = {}
-    for r in results:
-        options = r["config"].get("options", {})
-        if r["config"]["method"] not in tilted or "tilt" not in options:
-            continue
-        rest = ",".join(f"{k}={v}" for k, v in sorted(options.items()) if k != "tilt")
-        lines.setdefault(f"{r['config']['method']} {rest}", {}).setdefault(
-            float(options["tilt"]), []
-        ).append(r)
-    if not lines:
-        return
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, by_t in lines.items():
-        ts = sorted(by_t)
-        for key, style in (("test_accuracy", "o-"), ("val_accuracy", "x--")):
-            ys = [statistics.fmean(100 * (r.get(key) or 0) for r in by_t[t]) for t in ts]
-            if any(r.get(key) is None for t in ts for r in by_t[t]):
-                continue
-            ax.plot(ts, ys, style, label=f"{key.split('_')[0]} {name}"[:60])
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("tilt t")
-    ax.set_ylabel("accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
 
 
 def _tsam_by_tilt(
@@ -264,60 +233,10 @@ def tilt_curve(results: Sequence[dict[str, Any]], reference: str | None = None) 
                 if history:
                     index = max(0, math.ceil(fraction * len(history)) - 1)
                     values.append(history[index][key] * (100 if "accuracy" in key else 1))
-            if not values:
-                return "–"
-            mean, std = mean_std(values)
-            return f"{mean:.2f} ± {std:.2f}" if "accuracy" in key else f"{mean:.3f} ± {std:.3f}"
+            return format_mean_std(values, 2 if "accuracy" in key else 3)
 
         row = _row(f"{t:g}", runs).split(" | ")
         wall = statistics.fmean(r["wall_time"] for r in runs)
         lines.append(f"| {t:g} | {len(runs)} | {row[2]} | {row[3]} | {at(0.25, 'test_accuracy')} | "
                      f"{at(0.5, 'test_accuracy')} | {at(0.5, 'step_loss')} | {wall:.1f} |")  # fmt: skip
     return "\n".join(lines) + "\n"
-
-
-def _plot_tilt_convergence(
-    results: Sequence[dict[str, Any]], path: Path, reference: str | None = None
-) -> None:
-    """Test accuracy and training (tilted) loss against the epoch, one line per t."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=100)
-    for t, runs in _tsam_by_tilt(results, reference).items():
-        histories = [r["history"] for r in runs if r.get("history")]
-        if not histories:
-            continue
-        epochs = min(len(h) for h in histories)
-        xs = list(range(1, epochs + 1))
-        for ax, key, scale in ((axes[0], "test_accuracy", 100), (axes[1], "step_loss", 1)):
-            ys = [statistics.fmean(scale * h[e][key] for h in histories) for e in range(epochs)]
-            ax.plot(xs, ys, "o-", ms=3, label=f"t={t:g}")
-    axes[0].set_ylabel("test accuracy (%)")
-    axes[1].set_ylabel("training objective (step loss)")
-    for ax in axes:
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-
-
-def _plot_wall(results: Sequence[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = group_by_method(results)
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    names = list(groups)
-    ax.bar(range(len(names)), [statistics.fmean(r["wall_time"] for r in groups[n]) for n in names])
-    ax.set_xticks(range(len(names)), [n[:18] for n in names], rotation=30, ha="right", fontsize=7)
-    ax.set_ylabel("training wall time (s)")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from tiltedsam._files import save_torch, write_atomic
 from tiltedsam._validation import check_int_at_least
@@ -24,6 +23,7 @@ from tiltedsam.experiments.checkpoint import (
     save_checkpoint,
 )
 from tiltedsam.experiments.configs import TrainConfig, settings
+from tiltedsam.experiments.progress import progress_bar
 from tiltedsam.models import create_model
 from tiltedsam.optim import MethodSpec, PerturbationOptimizer, build_optimizer, run_budget
 from tiltedsam.optim.specs import check_spec
@@ -234,14 +234,12 @@ def train_run(
             cpu = history[-1].get("cpu_time", 0.0) if history else 0.0
     if isinstance(optimizer, PerturbationOptimizer):
         optimizer.closure_calls = closure_calls_before
-    bar = tqdm(
+    bar = progress_bar(
         total=total_steps,
         initial=start_epoch * steps_per_epoch,
         desc=f"{method.label} seed {seed}",
         position=position,
-        leave=False,
-        disable=not progress,
-        dynamic_ncols=True,
+        enabled=progress,
     )
     for epoch in range(start_epoch, epochs):
         if stop_after_epochs is not None and epoch >= stop_after_epochs:
@@ -299,7 +297,8 @@ def train_run(
         if data.x_val is not None:
             record["val_loss"], record["val_accuracy"] = evaluate(model, data.x_val, data.y_val)
         history.append(record)
-        bar.set_postfix(loss=f"{record['step_loss']:.3f}", test_acc=f"{test_acc:.3f}")
+        bar.set_postfix(epoch=f"{epoch + 1}/{epochs}", loss=f"{record['step_loss']:.3f}",
+                        test_acc=f"{test_acc:.3f}")  # fmt: skip
         if checkpoint is not None:  # before the metrics, so metrics never run ahead of it
             save_checkpoint(
                 {

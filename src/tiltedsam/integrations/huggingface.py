@@ -7,10 +7,16 @@ gradient is left in ``p.grad``, θ restored) and the Trainer's usual ``optimizer
 the base step.  So ``max_grad_norm`` (the Trainer's clipping, default 1.0) clips the combined
 gradient, and the LR scheduler drives the base optimizer's param groups as usual.
 
-Gradient accumulation over Trainer micro-steps is refused (each micro-step would get its own
-perturbation); use a larger ``per_device_train_batch_size`` or accumulate inside a closure
-(:func:`tiltedsam.make_closure`).  Mixed precision through the Trainer (``fp16``/``bf16``) is not
-wired: its GradScaler lives in ``accelerate``; use fp32 or bf16 weights.
+Mixed precision: ``bf16=True`` works (every pass runs under the Trainer's bfloat16 autocast,
+the weights and the combined gradient stay float32; tested against a plain loop under
+``torch.autocast``).  ``fp16=True`` is refused when the Trainer is built: its loss scaling is
+accelerate's GradScaler, which scales every pass's gradient while the optimizer combines them
+unscaled (and skips a step only after the fact), so the update would be wrong for some
+methods.  Use bf16, or fp32.
+
+Gradient accumulation over Trainer micro-steps (``gradient_accumulation_steps > 1``) is refused
+when the Trainer is built (each micro-step would get its own perturbation); use a larger
+``per_device_train_batch_size`` or accumulate inside a closure (:func:`tiltedsam.make_closure`).
 
 Example::
 
@@ -55,12 +61,35 @@ def _to_device(value: Any, device: torch.device) -> Any:
     return value
 
 
+def _check_args(args: Any) -> None:
+    """The Trainer settings a perturbation optimizer cannot follow, refused with the remedy."""
+    if args.gradient_accumulation_steps != 1:
+        raise ValueError(
+            "PerturbationTrainer needs gradient_accumulation_steps=1 (got "
+            f"{args.gradient_accumulation_steps}): each perturbation pass must see the whole "
+            "batch; raise per_device_train_batch_size instead, or accumulate inside the "
+            "closure (tiltedsam.make_closure(..., accumulation_steps=k))"
+        )
+    if args.fp16:
+        raise ValueError(
+            "PerturbationTrainer does not support fp16=True: the Trainer's GradScaler would scale "
+            "each pass's gradient while the optimizer combines them; use bf16=True (supported) "
+            "or fp32"
+        )
+
+
 class PerturbationTrainer(Trainer):
     """A ``transformers.Trainer`` that steps a tiltedsam perturbation optimizer.
 
     Pass the optimizer with ``optimizers=(opt, scheduler_or_None)``.  Any other optimizer
-    falls back to the Trainer's own training step.
+    falls back to the Trainer's own training step.  ``gradient_accumulation_steps > 1`` and
+    ``fp16=True`` are refused with a perturbation optimizer (``ValueError`` at construction).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if isinstance(_unwrap(self.optimizer), PerturbationOptimizer):
+            _check_args(self.args)
 
     def training_step(
         self,
@@ -71,21 +100,19 @@ class PerturbationTrainer(Trainer):
         optimizer = _unwrap(self.optimizer)
         if not isinstance(optimizer, PerturbationOptimizer):
             return super().training_step(model, inputs, num_items_in_batch)
-        if self.args.gradient_accumulation_steps != 1:
-            raise ValueError(
-                "PerturbationTrainer needs gradient_accumulation_steps=1 (got "
-                f"{self.args.gradient_accumulation_steps}): each perturbation pass must see the "
-                "whole batch; raise per_device_train_batch_size instead"
-            )
+        _check_args(self.args)  # an optimizer created by the Trainer, or args changed since
         model.train()
         inputs = _to_device(inputs, self.args.device)
 
-        def closure() -> torch.Tensor:
+        def closure(
+            backward: bool = True,
+        ) -> torch.Tensor:  # backward=False: tsam-resample's scores
             with self.compute_loss_context_manager():
                 loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
             if self.args.n_gpu > 1:
                 loss = loss.mean()
-            self.accelerator.backward(loss)
+            if backward:
+                self.accelerator.backward(loss)
             return loss
 
         return optimizer.compute_gradient(closure).detach()

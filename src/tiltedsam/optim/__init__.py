@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 from tiltedsam.optim.base import PerturbationOptimizer
+from tiltedsam.optim.diagnostics import StepDiagnostics
+from tiltedsam.optim.erm import ERM
 from tiltedsam.optim.esam import ESAM2
 from tiltedsam.optim.pgn import PGN
 from tiltedsam.optim.registry import (
@@ -34,12 +36,13 @@ from tiltedsam.optim.specs import (
     parse_method,
     run_budget,
 )
-from tiltedsam.optim.tsam import TSAM, StepDiagnostics
+from tiltedsam.optim.tsam import TSAM
 from tiltedsam.optim.tsam_resample import TSAMResample
 from tiltedsam.optim.universal import DetSAM, FrobSAM, TraceSAM
 
 __all__ = [
     "BASE_OPTIMIZERS",
+    "ERM",
     "ESAM2",
     "METHODS",
     "PGN",

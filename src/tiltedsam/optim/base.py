@@ -41,7 +41,8 @@ Options every perturbation optimizer shares (keyword-only, passed through the su
 
 Two-phase use (trainers that call ``optimizer.step()`` themselves, e.g. Hugging Face ``Trainer``):
 ``compute_gradient(closure)`` runs the passes and leaves the combined gradient in ``p.grad`` with
-θ restored; the next ``step()`` without a closure applies the base step to it.
+θ restored; the next ``step()`` applies the base step to it (a closure given to that ``step`` is
+called once, without gradients, for its value: Lightning's hooks).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from tiltedsam.optim import _distributed as dist_ops
 from tiltedsam.optim import policies
 from tiltedsam.optim._amp import ScalerStep, check_grad_scaler
 from tiltedsam.optim.context import BatchNormPolicy, Closure, StepContext, checked_loss
+from tiltedsam.optim.diagnostics import StepDiagnostics
 
 NONFINITE_POLICIES = ("raise", "skip", "unchecked")
 BN_POLICIES = ("first", "every")
@@ -106,8 +108,8 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
         @functools.wraps(inner)
         def step(self, closure: Closure | None = None):
-            if closure is None and self._prepared:
-                return self._apply_prepared()
+            if self._prepared:
+                return self._apply_prepared(closure)
             return inner(self, closure)
 
         cls.step = step  # type: ignore[method-assign]
@@ -146,6 +148,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         self.nonfinite = nonfinite
         self.step_count = 0
         self.skipped_steps = 0
+        self.last_step: StepDiagnostics | None = None  # what the last step saw
         self._prepared = False
         self._defer = False
         self.max_grad_norm = (
@@ -247,16 +250,44 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
     def compute_gradient(self, closure: Closure) -> Tensor:
         """Run this optimizer's passes and leave the combined gradient in ``p.grad`` (θ restored)
-        without stepping; the next ``step()`` without a closure applies the base step to it."""
+        without stepping; the next ``step()`` applies the base step to it.  A closure given to
+        that ``step`` is called once, without gradients, and its value returned (trainers such as
+        Lightning run their ``on_before_optimizer_step`` hooks in it, so they fire once per
+        step and see the combined gradient)."""
         self._defer = True
         try:
             return self.step(closure)
         finally:
             self._defer = False
 
-    def _apply_prepared(self) -> None:
+    def _diagnose(self, losses: Tensor, objective: Tensor, took_step: bool, **extra: Any) -> Tensor:
+        """Record ``last_step`` (:class:`~tiltedsam.optim.diagnostics.StepDiagnostics`) and
+        return ``objective``, the value of ``step``."""
+        self.last_step = StepDiagnostics(
+            losses=losses, objective=objective, took_step=took_step, **extra
+        )
+        return objective
+
+    def _apply_prepared(self, closure: Closure | None) -> Tensor | None:
+        """The base step with the gradient ``compute_gradient`` left in ``p.grad``.  A closure
+        given here (Lightning passes one to every ``step``, wrapped in its hooks) is called once,
+        without gradients, for its return value: never another pass."""
+        loss = None
+        if closure is not None:
+            try:
+                with torch.no_grad():
+                    loss = closure()
+            except RuntimeError as err:
+                if "does not require grad" not in str(err):
+                    raise
+                raise RuntimeError(
+                    "step(closure) after compute_gradient() applies the prepared gradient and "
+                    "calls the closure once without gradients, for its loss only: give it a "
+                    "closure that does not call backward(), or call step() without one"
+                ) from err
         self._prepared = False
         self.base_optimizer.step()
+        return loss
 
     @torch.no_grad()
     def _finish_step(self, grads: list[Tensor], losses: Tensor) -> bool:

@@ -21,7 +21,11 @@ of s models are alive at once (the sequential path keeps 2 parameter-sized buffe
 where one model leaves the device idle (small models, small batches on a GPU).  On this
 project's CPU it took 1.06-2.8x the sequential step's time at s <= 5, and from parity (MLP) to
 0.71x (1-D CNN) at s >= 8 on the tiny MNIST-1D models; ResNet-8 took 1.3x at every s
-(docs/performance.md), so ``batched="auto"`` never picks it on a CPU.
+(docs/performance.md).  ``batched="auto"`` (the default) takes the batched path only on CUDA,
+with s ≥ 4 (so never at the default s = 3), s × (trainable parameters) ≤
+``batched_max_elements`` (2²⁴ by default) and a ``make_closure`` closure without
+accumulation, autocast or GradScaler; in every other case, and whenever the model or sampler
+cannot be batched, it takes the sequential step.
 
 Requirements (``BatchedPath.ineligibility`` names the first one that fails): a closure from
 :func:`~tiltedsam.closures.make_closure` with ``accumulation_steps=1`` and no autocast or

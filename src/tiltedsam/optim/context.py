@@ -107,6 +107,7 @@ class StepContext:
         self._buffers: dict[str, list[Tensor]] = {}
         self._checked: set[str] = set()
         self._pass = 0
+        self._saved = False  # θ saved in this step (what a rollback may write back)
 
     # ------------------------------------------------------------------ the step's parameters
     def begin(self, param_groups: list[dict[str, Any]], save_theta: bool = True) -> list[Tensor]:
@@ -123,6 +124,7 @@ class StepContext:
             raise ValueError("the optimizer has no parameter with requires_grad=True")
         self._checked.clear()
         self._pass = 0
+        self._saved = False
         self.batchnorm.snapshot = None
         self.reached = [False] * len(self.params)
         self.reached_reduced = None
@@ -134,6 +136,7 @@ class StepContext:
     def save_theta(self) -> None:
         """θ ← the current parameters."""
         torch._foreach_copy_(self.theta, self.params)
+        self._saved = True
 
     @property
     def theta(self) -> list[Tensor]:
@@ -213,17 +216,24 @@ class StepContext:
             raise
 
     def _rollback(self) -> None:
-        self.restore()
+        if self._saved:  # a step that never saved θ (ERM) never moved the parameters
+            self.restore()
         self.batchnorm.restore()
 
     def _backward_pass(self, closure: Closure) -> Tensor:
-        params = self.params
-        for p in params:
+        for p in self.params:
             p.grad = None
         with torch.enable_grad():
             loss = closure()
+        return self.record_pass(checked_loss(loss, "the loss tensor after calling backward()"))
+
+    def record_pass(self, loss: Tensor | None) -> Tensor | None:
+        """The work after a pass whose backward has run (by the closure, or by the caller of
+        a two-phase API such as ``SAM.first_step``): count it, check that it reached some
+        parameter, average it over ranks (``distributed="global"``), unscale (GradScaler), keep
+        the first pass's BatchNorm statistics.  ``loss`` may be None when it is not known."""
+        params = self.params
         self.calls += 1
-        loss = checked_loss(loss, "the loss tensor after calling backward()")
         has_grad = [p.grad is not None for p in params]
         if not any(has_grad):
             raise RuntimeError(
@@ -231,7 +241,9 @@ class StepContext:
             )
         self.reached = [a or b for a, b in zip(self.reached, has_grad, strict=True)]
         if self.distributed == "global":
-            loss = self._average_pass(params, has_grad, loss)
+            known = loss if loss is not None else torch.zeros((), device=params[0].device)
+            averaged = self._average_pass(params, has_grad, known)
+            loss = None if loss is None else averaged
         self.scaler.unscale_([p.grad for p in params if p.grad is not None])
         self.batchnorm.after_pass(self._pass)
         self._pass += 1

@@ -69,8 +69,9 @@ class ESAM2(PerturbationOptimizer):
             worst.add(ctx.evaluate(closure), ctx.grads())
             ctx.restore()
         losses = worst.stacked_losses()
-        self._finish_step(worst.result(), losses)
-        return losses.max()
+        took = self._finish_step(worst.result(), losses)
+        # The weights of the candidates: the worst one (ties share), the t = ∞ tilt.
+        return self._diagnose(losses, losses.max(), took, weight_tilt=math.inf)
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         return [("rhos", self.rhos)]

@@ -67,8 +67,9 @@ class PGN(PerturbationOptimizer):
         for (group, _, block), (_, _, g0_block) in pairs:
             torch._foreach_mul_(block, group["alpha"])
             torch._foreach_add_(block, g0_block)
-        self._finish_step(g1, torch.stack([loss, second]))
-        return loss
+        losses = torch.stack([loss, second])
+        took = self._finish_step(g1, losses)
+        return self._diagnose(losses[1:], loss, took)
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         return [("rho", self.defaults["rho"]), ("alpha", self.defaults["alpha"])]

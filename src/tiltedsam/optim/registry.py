@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from tiltedsam.optim.base import PerturbationOptimizer
+from tiltedsam.optim.erm import ERM
 from tiltedsam.optim.esam import ESAM2
 from tiltedsam.optim.pgn import PGN
 from tiltedsam.optim.rsam import RSAM
@@ -58,7 +59,9 @@ class MethodInfo:
 
     Args:
         name: the registry name (lower case, ``-`` between words).
-        cls: the optimizer class, or None for the base optimizer itself (``erm``).
+        cls: the optimizer class, or None for the bare base optimizer (a method registered
+            that way takes only the base optimizer's keywords and keeps torch's loop contract:
+            the caller zeroes the gradients).
         summary: the gradient handed to the base optimizer, one line of Markdown with
             ``\\(...\\)`` math (the docs' method table).
         passes: closure calls per step, as the docs write it (``2s``, ``1 + n``).
@@ -131,8 +134,8 @@ class MethodInfo:
 # fmt: off
 _BUILTIN = (
     MethodInfo(
-        "erm", None, passes="1",
-        summary=r"\(g_0\) (the base optimizer itself)",
+        "erm", ERM, passes="1",
+        summary=r"\(g_0\) (the base optimizer's own update)",
     ),
     MethodInfo(
         "sam", SAM, passes="2", page="sam.md",
@@ -342,8 +345,10 @@ def create_optimizer(
     """Build the method ``name`` (see :data:`METHODS`) around the base optimizer ``base``.
 
     ``kwargs`` hold the method's options and the base optimizer's (lr, momentum, ...); the
-    class's own defaults apply to the rest.  Every returned optimizer accepts ``step(closure)``;
-    for ``erm`` (the base optimizer itself) the caller zeroes gradients.
+    class's own defaults apply to the rest.  Every method of the table, ``erm`` included, has
+    one loop contract: ``step(closure)`` clears the gradients before each pass (the closure must
+    not zero them), sets ``last_step`` and steps the base optimizer once.  An unknown name or
+    option is an error naming the method, its options and the closest spelling.
     """
     return method_info(name).build(params, base_class(base), **kwargs)
 

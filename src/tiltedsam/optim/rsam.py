@@ -88,8 +88,9 @@ class RSAM(PerturbationOptimizer):
         ascend(ctx, direction, "rho")  # θ + ρ v/‖v‖
         second = ctx.evaluate(closure)
         ctx.restore()
-        self._finish_step(ctx.grads(), torch.stack([loss, second]))
-        return loss
+        losses = torch.stack([loss, second])
+        took = self._finish_step(ctx.grads(), losses)
+        return self._diagnose(losses[1:], loss, took)
 
     def _repr_items(self) -> list[tuple[str, Any]]:
         return [(k, self.defaults[k]) for k in ("rho", "sigma", "lam")]

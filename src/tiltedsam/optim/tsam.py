@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import torch
@@ -62,14 +60,10 @@ from tiltedsam.optim.batched import (
     weighted_sum,
 )
 from tiltedsam.optim.context import StepContext
+from tiltedsam.optim.diagnostics import masked_weights
 from tiltedsam.samplers import Sampler, make_sampler
 from tiltedsam.schedules import TiltSchedule
-from tiltedsam.tilt import (
-    TiltedAccumulator,
-    effective_sample_size,
-    tilted_objective,
-    tilted_weights,
-)
+from tiltedsam.tilt import TiltedAccumulator, tilted_objective, tilted_weights
 
 TSAM_NONFINITE_POLICIES = (*NONFINITE_POLICIES, "skip_sample")
 
@@ -87,41 +81,6 @@ def _finite(loss: Tensor, grads: list[Tensor]) -> Tensor:
 def _masked_objective(losses: Tensor, mask: Tensor, t: float) -> Tensor:
     """The log-mean-exp estimate over the samples in ``mask`` (NaN if there is none)."""
     return tilted_objective(losses, t, mask=mask)
-
-
-def _masked_weights(losses: Tensor, mask: Tensor, t: float) -> Tensor:
-    """``tilted_weights`` over the samples in ``mask``, 0 elsewhere (all 0 if there is none)."""
-    # Dropped samples get the smallest kept loss (never above the max), then weight 0.
-    filled = torch.where(mask, losses, torch.where(mask, losses, math.inf).amin())
-    weights = tilted_weights(filled, t) * mask
-    return torch.nan_to_num(weights / weights.sum(), nan=0.0)
-
-
-@dataclass
-class StepDiagnostics:
-    """What the last step saw.  Tensors stay on the device (read them when you need them);
-    ``weights`` and ``effective_sample_size`` are computed from ``losses`` on first access, so
-    a step that nobody inspects does not pay for them."""
-
-    tilt: float
-    weight_tilt: float
-    losses: Tensor
-    objective: Tensor
-    took_step: bool
-    mask: Tensor | None = None  # with nonfinite="skip_sample": which samples counted
-
-    @cached_property
-    def weights(self) -> Tensor:
-        """The tilted weights softmax(weight_tilt · L) of the step's samples (0 for dropped
-        samples)."""
-        if self.mask is not None:
-            return _masked_weights(self.losses, self.mask, self.weight_tilt)
-        return tilted_weights(self.losses, self.weight_tilt)
-
-    @cached_property
-    def effective_sample_size(self) -> Tensor:
-        """Kish effective sample size 1/Σw² of ``weights``."""
-        return effective_sample_size(self.weights)
 
 
 class TSAM(PerturbationOptimizer):
@@ -148,9 +107,12 @@ class TSAM(PerturbationOptimizer):
         nonfinite: ``"raise"``, ``"skip"`` (the whole step), ``"skip_sample"`` (drop the
             non-finite samples, step with the rest) or ``"unchecked"``.
         batched: ``"auto"``, True or False: evaluate the s perturbed models in one
-            ``torch.func.vmap`` call (:mod:`tiltedsam.optim.batched`).  ``"auto"`` does so on
-            CUDA when the closure allows it, s >= 4 and s x (trainable parameter count) <=
-            ``batched_max_elements``; True forces it (an error says why it cannot run).
+            ``torch.func.vmap`` call (:mod:`tiltedsam.optim.batched`).  ``batched="auto"`` (the
+            default) takes the batched path only on CUDA, with s ≥ 4 (so never at the default
+            s = 3), s × (trainable parameters) ≤ ``batched_max_elements`` (2²⁴ by default)
+            and a ``make_closure`` closure without accumulation, autocast or GradScaler; in
+            every other case, and whenever the model or sampler cannot be batched, it takes the
+            sequential step.  True forces it (an error says why it cannot run).
         batched_max_elements: the ``"auto"`` threshold above (default 2**24).
         **base_kwargs: passed to ``base_optimizer_cls`` (lr, momentum, weight_decay, ...).
 
@@ -201,7 +163,6 @@ class TSAM(PerturbationOptimizer):
         self.nonfinite = nonfinite
         # Dropped samples, counted on the device (no synchronisation); read ``skipped_samples``.
         self._skipped_samples = torch.zeros((), dtype=torch.long, device=self.generator.device)
-        self.last_step: StepDiagnostics | None = None
 
     @property
     def batched(self) -> bool | str:
@@ -291,7 +252,7 @@ class TSAM(PerturbationOptimizer):
             stacked = [
                 torch.where(mask.view((-1,) + (1,) * (g.dim() - 1)), g, 0.0) for g in stacked
             ]
-            weights = _masked_weights(losses, mask, weight_tilt)
+            weights = masked_weights(losses, mask, weight_tilt)
         else:
             weights = tilted_weights(losses, weight_tilt)
         grads = weighted_sum(weights, stacked)
@@ -323,15 +284,7 @@ class TSAM(PerturbationOptimizer):
             else:
                 objective = tilted_objective(losses, t)
             took = self._finish_step(grads, losses)
-        self.last_step = StepDiagnostics(
-            tilt=t,
-            weight_tilt=weight_tilt,
-            losses=losses,
-            objective=objective,
-            took_step=took,
-            mask=mask,
-        )
-        return objective
+        return self._diagnose(losses, objective, took, tilt=t, weight_tilt=weight_tilt, mask=mask)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"sampler": self.sampler.state_dict(), "skipped_samples": self.skipped_samples}

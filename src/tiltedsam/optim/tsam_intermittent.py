@@ -36,7 +36,8 @@ from torch import Tensor, nn
 
 from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_int_at_least, check_nonnegative
-from tiltedsam.optim.tsam import TSAM, StepDiagnostics
+from tiltedsam.optim.diagnostics import StepDiagnostics
+from tiltedsam.optim.tsam import TSAM
 
 
 class TSAMIntermittent(TSAM):

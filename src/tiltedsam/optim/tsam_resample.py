@@ -53,8 +53,10 @@ cost about SAM + s/3 passes.  The closure is asked for a forward-only pass with
             loss.backward()
         return loss
 
-A closure without a ``backward`` parameter still works: scoring passes then run forward and
-backward and throw the gradient away (correct, but no cheaper than TSAM's passes).
+:func:`tiltedsam.make_closure`'s closures take the parameter (with their micro-batches and
+autocast), as do Lightning's ``manual_step`` and the harness's.  A closure without a
+``backward`` parameter still works: scoring passes then run forward and backward and throw the
+gradient away (correct, but no cheaper than TSAM's passes).
 
 BatchNorm (``model=``): as for every optimizer here, only the first pass of a step updates the
 running statistics (``bn_update="first"``): the first scoring pass, or the clean pass at θ
@@ -77,7 +79,7 @@ from torch import Tensor, nn
 from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_choice, check_int_at_least
 from tiltedsam.optim.base import Closure, PerturbationOptimizer, perturbation_defaults
-from tiltedsam.optim.tsam import StepDiagnostics
+from tiltedsam.optim.diagnostics import StepDiagnostics
 from tiltedsam.samplers import NOISE_KINDS, add_noise, ascend
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import tilted_objective
@@ -99,7 +101,7 @@ def accepts_backward_flag(closure: Callable) -> bool:
         return False
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ResampleDiagnostics(StepDiagnostics):
     """``StepDiagnostics`` of the scored losses plus the chosen index and the loss where the
     gradient was taken.  ``weights`` are the resampling probabilities softmax(t·L)."""
@@ -158,7 +160,6 @@ class TSAMResample(PerturbationOptimizer):
             seed=seed,
             **base_kwargs,
         )
-        self.last_step: ResampleDiagnostics | None = None
         self._stale: list[Tensor] | None = None  # ascent="stale": the last step's direction
 
     def _extra_state(self) -> dict[str, Any]:

@@ -47,7 +47,8 @@ import torch
 from torch import Tensor, nn
 
 from tiltedsam._validation import check_choice
-from tiltedsam.optim.tsam import TSAM, StepDiagnostics, _masked_weights
+from tiltedsam.optim.diagnostics import StepDiagnostics, masked_weights
+from tiltedsam.optim.tsam import TSAM
 from tiltedsam.samplers import add_noise, ascend
 from tiltedsam.tilt import TiltedAccumulator, tilted_objective, tilted_weights
 
@@ -84,7 +85,7 @@ class SplitDiagnostics(StepDiagnostics):
     def weights(self) -> Tensor:
         keys = self.losses if self.keys is None else self.keys
         if self.mask is not None:
-            return _masked_weights(keys, self.mask, self.weight_tilt)
+            return masked_weights(keys, self.mask, self.weight_tilt)
         return tilted_weights(keys, self.weight_tilt)
 
 

@@ -109,8 +109,13 @@ class _UniversalSAM(PerturbationOptimizer):
         for (group, _, block), (_, _, g0_block) in pairs:
             torch._foreach_mul_(block, group["lam"])
             torch._foreach_add_(block, g0_block)
-        self._finish_step(correction, torch.cat([loss0.reshape(1), losses]))
-        return loss0
+        every = torch.cat([loss0.reshape(1), losses])
+        took = self._finish_step(correction, every)
+        return self._diagnose(every[1:], loss0, took, **self._weighting())
+
+    def _weighting(self) -> dict[str, Tensor]:
+        """How the diagnostics weight the samples (Det-SAM: softmax of its scores); {} if not."""
+        return {}
 
 
 class TraceSAM(_UniversalSAM):
@@ -202,8 +207,11 @@ class DetSAM(_UniversalSAM):
         self._acc.add(score, grads)
 
     def _finish(self, ctx: StepContext) -> tuple[list[Tensor], Tensor]:
-        scores = torch.stack(self._scores)
+        scores = self._stacked_scores = torch.stack(self._scores)
         log_c = torch.logsumexp(scores, dim=0) - math.log(len(self._scores))
         result = self._acc.result()
         torch._foreach_mul_(result, torch.exp(-2.0 * log_c))
         return result, torch.stack(self._losses)
+
+    def _weighting(self) -> dict[str, Tensor]:
+        return {"scores": self._stacked_scores}  # softmax(−d/2): the weights of g_i − g0
