@@ -41,15 +41,16 @@ Options every perturbation optimizer shares (keyword-only, passed through the su
 
 Two-phase use (trainers that call ``optimizer.step()`` themselves, e.g. Hugging Face ``Trainer``):
 ``compute_gradient(closure)`` runs the passes and leaves the combined gradient in ``p.grad`` with
-θ restored; the next ``step()`` without a closure applies the base step to it.
+θ restored; the next ``step()`` without a closure applies the base step to it (none if the
+non-finite policy or the GradScaler skipped the step).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -64,17 +65,26 @@ from tiltedsam.optim import _distributed as dist_ops
 from tiltedsam.optim import policies
 from tiltedsam.optim._amp import ScalerStep, check_grad_scaler
 from tiltedsam.optim.context import BatchNormPolicy, Closure, StepContext, checked_loss
+from tiltedsam.optim.groups import (
+    GroupCheck,
+    check_dense_real,
+    check_group_options,
+    group_params,
+    option_checks,
+)
 
 NONFINITE_POLICIES = ("raise", "skip", "unchecked")
 BN_POLICIES = ("first", "every")
 
 
+# The per-group settings of TSAM-like optimizers and their checks.
+PERTURBATION_CHECKS = option_checks(rho=check_nonnegative, noise_radius=check_nonnegative)
+
+
 def perturbation_defaults(rho: float, noise_radius: float) -> dict[str, float]:
     """The per-group settings of TSAM-like optimizers, checked (``rho``, ``noise_radius`` >= 0)."""
-    return {
-        "rho": check_nonnegative("rho", rho),
-        "noise_radius": check_nonnegative("noise_radius", noise_radius),
-    }
+    return {"rho": check_nonnegative("rho", rho),
+            "noise_radius": check_nonnegative("noise_radius", noise_radius)}  # fmt: skip
 
 
 def from_legacy_state_dict(state_dict: Any) -> Any:
@@ -97,6 +107,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
     # Keywords every subclass passes through to this class (the registry lists them as options).
     SHARED_OPTIONS = ("grad_scaler", "max_grad_norm", "distributed", "process_group")
+    # Per-group options and the constructor's check of each: every param group is checked with
+    # them (constructor groups, add_param_group, load_state_dict; tiltedsam.optim.groups).
+    group_checks: ClassVar[Mapping[str, GroupCheck]] = option_checks()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -146,7 +159,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         self.nonfinite = nonfinite
         self.step_count = 0
         self.skipped_steps = 0
-        self._prepared = False
+        # After compute_gradient: "step" (the base step is pending), "skip" (the step was
+        # skipped by the non-finite policy or AMP: the next step() takes none) or None.
+        self._prepared: str | None = None
         self._defer = False
         self.max_grad_norm = (
             None if max_grad_norm is None else check_positive("max_grad_norm", max_grad_norm)
@@ -175,6 +190,11 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ param bookkeeping
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the group's perturbation options (as the
+        constructor checks them) and that its parameters are dense and real."""
+        index = len(self.param_groups)
+        check_group_options(param_group, index, self.group_checks, self.defaults)
+        check_dense_real(group_params(param_group), index)
         if not hasattr(self, "base_optimizer"):
             super().add_param_group(param_group)
             return
@@ -227,6 +247,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                 dist_ops.check_ranks_agree(self._rank_settings(params), params[0].device,
                                            self.process_group)  # fmt: skip
                 self._ranks_checked = True
+        self._prepared = None  # a step with a closure replaces a pending compute_gradient
         self.context.begin(self.param_groups, save_theta)
         return self.context
 
@@ -247,7 +268,8 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
     def compute_gradient(self, closure: Closure) -> Tensor:
         """Run this optimizer's passes and leave the combined gradient in ``p.grad`` (θ restored)
-        without stepping; the next ``step()`` without a closure applies the base step to it."""
+        without stepping; the next ``step()`` without a closure applies the base step to it.  If
+        the step was skipped (``nonfinite="skip"``, an AMP inf), that ``step()`` takes none."""
         self._defer = True
         try:
             return self.step(closure)
@@ -255,8 +277,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             self._defer = False
 
     def _apply_prepared(self) -> None:
-        self._prepared = False
-        self.base_optimizer.step()
+        prepared, self._prepared = self._prepared, None
+        if prepared == "step":
+            self.base_optimizer.step()
 
     @torch.no_grad()
     def _finish_step(self, grads: list[Tensor], losses: Tensor) -> bool:
@@ -272,11 +295,13 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             policies.skip_step(ctx.params, self.nonfinite, ctx.scaler.active,
                                self.step_count - 1, losses)  # fmt: skip
             self.skipped_steps += 1
+            if self._defer:  # the trainer's step() that follows takes no step either
+                self._prepared = "skip"
             return False
         policies.clip_(grads, self.max_grad_norm)  # 6. clipping
         policies.install_grads(ctx.params, grads, reached)  # 7. the combined gradient
         if self._defer:
-            self._prepared = True
+            self._prepared = "step"
             return True
         self.base_optimizer.step()
         return True
@@ -322,6 +347,8 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                 {**{k: v for k, v in now.items() if k != "params"}, **saved}
                 for now, saved in zip(current, base["param_groups"], strict=True)
             ]
+        for index, group in enumerate(base["param_groups"]):
+            check_group_options(group, index, self.group_checks, self.defaults)
         self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state

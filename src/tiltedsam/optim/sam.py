@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_nonnegative
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
+from tiltedsam.optim.groups import option_checks
 
 
 class SAM(PerturbationOptimizer):
@@ -65,6 +66,7 @@ class SAM(PerturbationOptimizer):
         )
 
     passes_per_step = 2
+    group_checks = option_checks(rho=check_nonnegative)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
