@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tiltedsam.experiments.report import sweep_settings, write_sweep_report
 from tiltedsam.experiments.selection import expand_grid, select_on_validation
 from tiltedsam.experiments.store import run_or_load
 from tiltedsam.experiments.train import check_method, check_seeds, train_run
+from tiltedsam.experiments.workers import worker_pool
 from tiltedsam.optim import parse_method
 
 
@@ -117,7 +117,7 @@ class _Jobs:
         jobs = [{"spec": spec, "seed": seed, "root": str(self.root), "data": self.data,
                  "config": self.config, "threads": threads} for spec in specs for seed in seeds]  # fmt: skip
         if self.workers > 1:
-            with ProcessPoolExecutor(max_workers=self.workers) as pool:
+            with worker_pool(self.workers) as pool:  # workers die with this process
                 results = list(pool.map(_run_one, jobs))
                 # Runs another sweep held: wait for them (or train them if it gave up).
                 waiting = [job for job, r in zip(jobs, results, strict=True) if r is None]
