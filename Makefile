@@ -70,9 +70,11 @@ reproduce: $(STAMP)
 	scripts/reproduce-glue.sh
 	$(PY) scripts/build_results.py
 
-# docs/results.md from its template and the stored runs (nothing typed by hand).
+# docs/results.md and docs/results-evidence.md from their templates and the stored runs
+# (nothing typed by hand).  Evidence studies: scripts/evidence.sh configs/evidence/*.toml.
 results: $(STAMP)
 	$(PY) scripts/build_results.py
+	$(PY) scripts/build_evidence.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -124,7 +124,7 @@ def table(stem: str, bench_ratios: dict) -> tuple[str, list[dict]]:
         chosen = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in sorted(opts.items()))  # fmt: skip
         b = bench_ratios.get(method, {}) if label in METHODS else {}
-        bench_text = (f"{b['mlp']:.2f}, {b['cnn1d']:.2f}" if b else "–")
+        bench_text = f"{b['mlp']:.2f}, {b['cnn1d']:.2f}" if b else "–"
         cells = [label, chosen or "defaults", f"{p['passes']:.2f}", f"{p['cpu'] / sam_cpu:.2f}",
                  bench_text, _ms(p["final"]), _ms(p["early"])]  # fmt: skip
         for other in ("tsam", "sam"):
@@ -133,7 +133,9 @@ def table(stem: str, bench_ratios: dict) -> tuple[str, list[dict]]:
                 continue
             a, o = p["results"], reference[other]
             seeds = sorted(set(a) & set(o))
-            d = paired_difference([final_test(a[s]) for s in seeds], [final_test(o[s]) for s in seeds])
+            d = paired_difference(
+                [final_test(a[s]) for s in seeds], [final_test(o[s]) for s in seeds]
+            )
             cells.append(d.describe())
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n", points
@@ -155,9 +157,13 @@ def plot(all_points: dict[str, list[dict]], path: Path) -> None:
         for p in points:
             mean, half = mean_interval(p["final"])
             family = p["label"].split(" ")[0]
-            color = {"erm": "tab:gray", "sam": "tab:blue", "tsam": "tab:red"}.get(family, "tab:green")
+            color = {"erm": "tab:gray", "sam": "tab:blue", "tsam": "tab:red"}.get(
+                family, "tab:green"
+            )
             marker = "s" if family in ("erm", "sam", "tsam") else "o"
-            ax.errorbar(p["passes"], 100 * mean, yerr=100 * half, fmt=marker, color=color, capsize=3)
+            ax.errorbar(
+                p["passes"], 100 * mean, yerr=100 * half, fmt=marker, color=color, capsize=3
+            )
             ax.annotate(p["label"], (p["passes"], 100 * mean), textcoords="offset points",
                         xytext=(5, 4), fontsize=7.5)  # fmt: skip
         ax.set_xscale("log", base=2)
@@ -193,7 +199,10 @@ def main() -> None:
     figure = ROOT / "docs" / "img" / "tsam_cheap_pareto.png"
     plot(points, figure)
     template = (ROOT / "scripts" / "tsam-cheap.md.template").read_text()
-    body = "\n".join(sections) + "\n![Accuracy against passes per step](../img/tsam_cheap_pareto.png)\n"
+    body = (
+        "\n".join(sections)
+        + "\n![Accuracy against passes per step](../img/tsam_cheap_pareto.png)\n"
+    )
     write_atomic(ROOT / "docs" / "methods" / "tsam-cheap.md", template.replace("{{cheap}}", body))
     print("wrote docs/methods/tsam-cheap.md and docs/img/tsam_cheap_pareto.png")
 

@@ -107,3 +107,11 @@ def test_study_end_to_end_is_resumable_and_pairs_seeds(tmp_path):
     again: list[str] = []
     assert Study(_config(), tmp_path / "out", log=again.append).execute() == selection
     assert again == [] and trained > 0  # everything read back, nothing trained twice
+
+
+def test_empty_flatness_seeds_skip_the_flatness_phase_and_empty_seeds_are_refused(tmp_path):
+    config = _config(search={"erm": ["lr=0.05"]}, seeds=(1,), tcurve=(), flatness_seeds=())
+    Study(config, tmp_path / "out", log=lambda line: None).execute()
+    assert list((tmp_path / "out").rglob("analysis.json")) == []
+    with pytest.raises(ValueError, match="seeds must hold at least one seed"):
+        _config(seeds=())

@@ -30,7 +30,9 @@ def test_analyze_command_on_finished_runs(tmp_path, monkeypatch):
     config = TrainConfig(model="mlp", epochs=1, batch_size=32)
     compare(["erm", "tsam"], seeds=[0, 1], config=config, data=data, out=tmp_path, progress=False)
     assert len(list(tmp_path.glob("runs/*/*/model.pt"))) == 4
-    monkeypatch.setattr("tiltedsam.analysis.runs.data_of_runs", lambda root, path=None: data)
+    monkeypatch.setattr(
+        "tiltedsam.analysis.runs.data_of_runs", lambda root, path=None, labels=None: data
+    )
     code = main(["analyze", str(tmp_path), "--subset", "40", "--draws", "5", "--deltas", "0.01"])
     assert code == 0
     result = json.loads((tmp_path / "analysis.json").read_text())

@@ -79,7 +79,7 @@ def analyze(args: argparse.Namespace) -> None:
         labels = [
             r["method"] for r in _results_of(args.root) if r["config"]["method"] in args.methods
         ]
-    analyze_runs(args.root, data_of_runs(args.root, args.data_path), subset=args.subset, draws=args.draws,
+    analyze_runs(args.root, data_of_runs(args.root, args.data_path, labels=labels), subset=args.subset, draws=args.draws,
                  deltas=args.deltas, rho=args.rho, tsam_radius=args.tsam_radius,
                  seed=args.seed, labels=labels)  # fmt: skip
     print(Path(args.root, "analysis.md").read_text())

@@ -97,6 +97,10 @@ def seeds(text: str) -> list[int]:
         ) from None
     if not values or min(values) < 0:
         raise argparse.ArgumentTypeError(f"--seeds must list at least one int >= 0, got {text!r}")
+    if len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(
+            f"the seeds must be distinct, got {text!r} (one run would count as two seeds)"
+        )
     return values
 
 

@@ -55,17 +55,36 @@ def selected_labels(root: str | Path, methods: Sequence[str] | None = None) -> l
     return list(chosen.values())
 
 
-def data_of_runs(root: str | Path, data_path: str | None = None) -> ArrayDataset:
-    """The data set the runs under ``root`` trained on, as recorded in their configs."""
+def data_of_runs(
+    root: str | Path, data_path: str | None = None, labels: Sequence[str] | None = None
+) -> ArrayDataset:
+    """The data set the runs under ``root`` (those with a label in ``labels``) trained on, as
+    recorded in their configs.  Runs trained on different data settings, or data files that
+    are not the ones recorded with the runs, are an error naming the summary file: every run
+    is measured on this one data set."""
     from tiltedsam.data import load_dataset
+    from tiltedsam.data.fingerprint import dataset_identity
+    from tiltedsam.experiments.store import check_identity
 
-    runs = find_runs(Path(root))
+    runs = find_runs(Path(root), labels)
     if not runs:
         raise FileNotFoundError(f"no finished runs with model.pt under {root}/runs/")
-    config = json.loads((runs[0] / "summary.json").read_text())["config"]
+    summaries = {r: json.loads((r / "summary.json").read_text()) for r in runs}
+    config = summaries[runs[0]]["config"]
     setting = config.get("data", {})
+    for run, summary in summaries.items():
+        if summary["config"].get("data", {}) != setting:
+            raise ValueError(
+                f"{run / 'summary.json'}: trained on other data settings than "
+                f"{runs[0] / 'summary.json'} ({summary['config'].get('data')} vs {setting}); "
+                "analyze them separately (--methods)"
+            )
+    name = config.get("dataset", setting.get("name", "mnist1d"))
+    for run, summary in summaries.items():
+        check_identity(run / "summary.json", summary, lambda: dataset_identity(name, data_path),
+                       "Pass the --data-path the runs were trained on")  # fmt: skip
     return load_dataset(
-        config.get("dataset", setting.get("name", "mnist1d")),
+        name,
         data_path,
         label_noise=setting.get("label_noise", 0.0),
         val_size=setting.get("val_size", 0),

@@ -66,10 +66,11 @@ def compare(
     for spec in specs:  # fail before any training, not after the first methods have run
         check_method(spec, config)
     root = Path(out)
+    identity = None  # data handed in: its content is in the key
     if data is None:
         source = DataConfig(dataset=dataset, data_path=None if data_path is None else str(data_path),
                             label_noise=label_noise, train_subset=train_subset, val_size=val_size)  # fmt: skip
-        data, data_settings = source.load(), source.settings()
+        data, data_settings, identity = source.load(), source.settings(), source.identity
     else:
         dataset = data.name
         data_settings = {"name": data.name, "content": data_fingerprint(data)}
@@ -87,9 +88,10 @@ def compare(
         def waiting(directory: Path, spec=spec, seed=seed) -> None:
             outer.write(f"{spec.label} seed {seed}: another process is training it; waiting")
 
-        result = run_or_load(root, run_config(spec, seed, data_settings, config), train,
-                             rerun=rerun, on_wait=waiting)  # fmt: skip
-        result = {**result, "method": spec.label}  # the label this command gave it
+        run = run_config(spec, seed, data_settings, config)
+        result = run_or_load(root, run, train, rerun=rerun, on_wait=waiting, identity=identity)
+        # the label this command gave it, and the configuration (its summary file, in errors)
+        result = {**result, "method": spec.label, "config": run.as_dict()}
         results.append(result)
         outer.write(
             f"{spec.label:>24s} seed {seed}: test acc {100 * result['test_accuracy']:.2f}%  "

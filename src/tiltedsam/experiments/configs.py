@@ -23,6 +23,7 @@ from tiltedsam._validation import (
     check_unit_interval,
 )
 from tiltedsam.data import DATASETS, ArrayDataset, load_dataset
+from tiltedsam.data.fingerprint import DataIdentity, dataset_identity, glue_identity
 from tiltedsam.data.glue import TASKS
 from tiltedsam.models import MODELS
 from tiltedsam.optim import BASE_OPTIMIZERS
@@ -97,6 +98,16 @@ class DataConfig:
             out["max_length"] = self.max_length
         return out
 
+    def identity(self) -> DataIdentity:
+        """What the data's files hold (:mod:`tiltedsam.data.fingerprint`): the run store records
+        it with every run and refuses to read a run back for data of another identity."""
+        if self.dataset.startswith("glue:"):
+            return glue_identity(self._glue_root(), self.dataset.removeprefix("glue:"), None)
+        return dataset_identity(self.dataset, self.data_path)
+
+    def _glue_root(self) -> str:
+        return self.data_path or "../shared/data/glue"
+
     def load(self, model: str | None = None) -> ArrayDataset:
         """The data; text (``glue:TASK``) needs the ``minilm_top<k>`` model it is for."""
         if self.dataset.startswith("glue:"):
@@ -116,7 +127,7 @@ class DataConfig:
         task = self.dataset.removeprefix("glue:")
         if model is None or not model.startswith("minilm_top"):
             raise ValueError(f"data set {self.dataset} needs a minilm_top<k> model, got {model!r}")
-        data = load_text_features(task, self.data_path or "../shared/data/glue",
+        data = load_text_features(task, self._glue_root(),
                                   trainable_layers=int(model.removeprefix("minilm_top")),
                                   max_length=self.max_length, train_subset=self.train_subset,
                                   seed=self.seed)  # fmt: skip

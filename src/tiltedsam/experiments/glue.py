@@ -25,12 +25,20 @@ import torch
 from torch import Tensor, nn
 
 from tiltedsam._files import save_torch, write_atomic, write_json
+from tiltedsam.data.fingerprint import DataIdentity, glue_identity
 from tiltedsam.data.glue import TASKS, glue_metrics
-from tiltedsam.data.glue_cache import CachedSplit, GlueData, batch_order, load_glue_data
+from tiltedsam.data.glue_cache import (
+    CachedSplit,
+    GlueData,
+    batch_order,
+    default_glue_root,
+    load_glue_data,
+)
 from tiltedsam.experiments.configs import GlueConfig, settings
 from tiltedsam.experiments.glue_report import write_glue_report
 from tiltedsam.experiments.selection import expand_grid, select_glue
 from tiltedsam.experiments.store import RunConfig, full_options, run_or_load
+from tiltedsam.experiments.train import check_seeds
 from tiltedsam.models.text import TopLayers, encoder_layers, pad_states
 from tiltedsam.optim import MethodSpec, build_optimizer, parse_method, run_budget
 
@@ -208,13 +216,22 @@ def glue_sweep(
     labels = [parse_method(s).label for s in specs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"grid points must be distinct, got {labels}")
+    seeds = check_seeds(seeds)
+    if select_seeds is not None:
+        select_seeds = check_seeds(select_seeds, "select_seeds")
     root = Path(out)
     encoder = str(encoder_path) if encoder_path is not None else "all-MiniLM-L6-v2"
     settings = {"task": config.task, "grid": list(grid), "seeds": list(seeds),
                 "select_seeds": list(select_seeds) if select_seeds is not None else None,
                 "encoder": encoder, "config": asdict(config)}  # fmt: skip
+    identity = None  # data handed in: not from files
     if data is None:  # (before anything is written: a missing task folder leaves no directory)
         data = load_glue_data(config, data_path, encoder_path, log=log)
+        root_path = data_path if data_path is not None else default_glue_root()
+
+        def identity() -> DataIdentity:
+            return glue_identity(root_path, config.task, encoder_path)
+
     settings.update(cache_seconds=data.cache_seconds, encoder_layers=len(encoder_layers(data.encoder)),
                     examples={"train": len(data.train), "val": len(data.val),
                               "dev": len(data.dev)})  # fmt: skip
@@ -233,11 +250,12 @@ def glue_sweep(
                                           metrics=directory / "metrics.jsonl",
                                           save_model=directory / "model.pt")  # fmt: skip
 
-                result = run_or_load(root, _run_config(spec, seed, run, encoder), train, wait=False)
+                stored = _run_config(spec, seed, run, encoder)
+                result = run_or_load(root, stored, train, wait=False, identity=identity)
                 if result is None:
                     log(f"{spec.label} seed {seed}: claimed by another process, skipped")
                     continue
-                result = {**result, "method": spec.label}
+                result = {**result, "method": spec.label, "config": stored.as_dict()}
                 done.append(result)
                 log(f"{run.task} {spec.label:>28s} seed {seed}: val {result['val_score']:.4f} "
                     f"dev {result['dev_score']:.4f} loss {result['train_loss']:.4f} "
@@ -261,7 +279,7 @@ def glue_sweep(
         winners = select_glue(results, labels)
         rest = [s for s in seeds if s not in select_seeds]
         results += run_all(list(winners.values()), rest, shared)
-    write_glue_report(root)
+    write_glue_report(root, results)  # this command's runs (others may share the directory)
     return results
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from tiltedsam._files import write_atomic
 from tiltedsam.data.glue import TASKS
-from tiltedsam.experiments.report import format_mean_std, load_results
+from tiltedsam.experiments.report import check_results, format_mean_std, load_results
 from tiltedsam.experiments.selection import expand_grid, group_by_method, select_glue
 from tiltedsam.optim import METHODS, parse_method
 
@@ -33,15 +33,25 @@ def _glue_settings(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def glue_selection(root: str | Path) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, Any]]:
-    """(runs, {optimizer: selected label}, settings) of a ``tiltedsam glue`` directory; the
-    runs of its grid only (the grid decides which labels are candidates)."""
+# What every GLUE run of a table must hold (a run without one is named, never left out).
+GLUE_REQUIRED = ("method", "seed", "val_score", "dev", "wall_time", "steps", "closure_calls",
+                 "history")  # fmt: skip
+
+
+def glue_selection(
+    root: str | Path, results: list[dict[str, Any]] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, str], dict[str, Any]]:
+    """(runs, {optimizer: selected label}, settings) of a ``tiltedsam glue`` directory: of
+    ``results`` (a command's own runs) or of every run stored there, which must not mix
+    settings; the runs of its grid only (the grid decides which labels are candidates)."""
     root = Path(root)
     settings = _glue_settings(root)
     order = [parse_method(spec).label for spec in expand_grid(settings["grid"])]
-    results = [r for r in load_results(root) if r["method"] in order]
+    results = [r for r in (load_results(root) if results is None else results)
+               if r["method"] in order]  # fmt: skip
     if not results:
         raise FileNotFoundError(f"no finished runs under {root}/runs/")
+    check_results(results, root, GLUE_REQUIRED)
     select_seeds = settings.get("select_seeds")
     pool = results if select_seeds is None else [r for r in results if r["seed"] in select_seeds]
     return results, select_glue(pool, order), settings
@@ -60,11 +70,12 @@ def _glue_rows(task_metrics: Sequence[str], groups, labels, erm_time: float) -> 
     return rows
 
 
-def write_glue_report(root: str | Path) -> str:
-    """``report.md`` of a ``tiltedsam glue`` directory: settings, the selected configuration of
-    each optimizer over all seeds (GLUE metrics on dev, mean ± std), then every configuration."""
+def write_glue_report(root: str | Path, results: list[dict[str, Any]] | None = None) -> str:
+    """``report.md`` of a ``tiltedsam glue`` directory (of ``results``, a command's own runs,
+    or of every run stored there): settings, the selected configuration of each optimizer over
+    all seeds (GLUE metrics on dev, mean ± std), then every configuration."""
     root = Path(root)
-    results, selected, settings = glue_selection(root)
+    results, selected, settings = glue_selection(root, results)
     config = settings["config"]
     task = settings["task"]
     task_metrics = TASKS[task].metrics

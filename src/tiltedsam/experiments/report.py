@@ -33,8 +33,48 @@ from tiltedsam.experiments.selection import (
     ordered_labels,
     select_on_validation,
 )
-from tiltedsam.experiments.store import load_runs
+from tiltedsam.experiments.store import load_runs, run_key
 from tiltedsam.optim import parse_method
+
+# What every run of a table must hold: a run without one is an error naming its summary file,
+# never a run silently left out of a mean (its seed still counted).
+REQUIRED = ("method", "seed", "test_accuracy", "test_loss", "train_loss", "wall_time", "steps",
+            "closure_calls", "history")  # fmt: skip
+
+
+def where(result: dict[str, Any], root: str | Path | None) -> str:
+    """The summary file a result was read from (or would be written to), else its label."""
+    config = result.get("config")
+    if root is not None and isinstance(config, dict) and {"method", "seed"} <= config.keys():
+        name = f"{run_key(config)}-seed{config['seed']}"
+        return str(Path(root) / "runs" / str(config["method"]) / name / "summary.json")
+    return f"run {result.get('method')!r} seed {result.get('seed')}"
+
+
+def check_results(
+    results: Sequence[dict[str, Any]],
+    root: str | Path | None = None,
+    required: Sequence[str] = REQUIRED,
+) -> None:
+    """Every result holds what the tables average (``required``, a non-empty history), and
+    a label's runs all have a validation accuracy or none does; else a ``ValueError`` naming
+    the run's summary file and what it lacks."""
+    for r in results:
+        missing = [k for k in required if r.get(k) is None]
+        if missing or not r.get("history"):
+            why = f" (the run diverged: {r['diverged']})" if r.get("diverged") else ""
+            raise ValueError(
+                f"{where(r, root)}: the run's result has no {', '.join(missing or ['history'])}"
+                f"{why}; it cannot be averaged with the others. Delete it or train it again "
+                "(--rerun)"
+            )
+    for label, runs in group_by_method(results).items():
+        lacking = [r for r in runs if r.get("val_accuracy") is None]
+        if lacking and len(lacking) < len(runs):
+            raise ValueError(
+                f"{where(lacking[0], root)}: the run has no val_accuracy but other runs of "
+                f"{label!r} do; the mean would silently leave it out"
+            )
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -80,6 +120,7 @@ def summary_table(results: Sequence[dict[str, Any]]) -> str:
 def write_compare_report(results: list[dict[str, Any]], root: Path, header: str = "") -> str:
     """Write ``results.csv``, ``metrics.csv``, ``results.json``, ``summary.md`` and
     ``accuracy.png`` of a ``compare`` under ``root``; returns the table."""
+    check_results(results, root)
     table = summary_table(results)
     write_atomic(root / "summary.md", header + "\n" + table)
     fields = ["method", "seed", "test_accuracy", "test_loss", "train_loss", "train_accuracy",
@@ -123,7 +164,7 @@ def _row(label: str, runs: list[dict[str, Any]]) -> str:
 
     wall = statistics.fmean(r["wall_time"] for r in runs)
     cpu_times = [r["cpu_time"] for r in runs if r.get("cpu_time") is not None]
-    cpu = f"{statistics.fmean(cpu_times):.1f}" if cpu_times else "–"
+    cpu = f"{statistics.fmean(cpu_times):.1f}" if len(cpu_times) == len(runs) else "–"
     return (f"| {label} | {len(runs)} | {ms('val_accuracy')} | {ms('test_accuracy')} | {wall:.1f} "
             f"| {cpu} |")  # fmt: skip
 
@@ -149,6 +190,7 @@ def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = 
     results = load_results(root) if results is None else results
     if not results:
         raise FileNotFoundError(f"no finished runs under {root}/runs/")
+    check_results(results, root)
     settings = sweep_settings(root)
     select_seeds = settings.get("select_seeds")
     order = [parse_method(spec).label for spec in settings.get("grid", [])]

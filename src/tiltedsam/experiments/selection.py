@@ -13,14 +13,18 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from tiltedsam.optim import parse_method
+from tiltedsam.optim import METHODS, MethodSpec, parse_method
 
 T = TypeVar("T")
 
 
 def expand_grid(entries: Sequence[str]) -> list[str]:
     """``["erm", "tsam:tilt=1/5"]`` → ``["erm", "tsam:tilt=1", "tsam:tilt=5"]`` (the Cartesian
-    product of the listed values, in the order written); every spec is checked by name."""
+    product of the listed values, in the order written); every spec is checked by name.
+
+    A list-valued option is one value in brackets: ``esam2:rhos=[0.025/0.05/0.1]`` is one grid
+    point, ``esam2:rhos=[0.025/0.05]/[0.05/0.1]`` two.  A bare ``/`` always separates values
+    tried, so ``esam2:rhos=0.025/0.05/0.1`` (three scalar radii) is an error that says so."""
     specs: list[str] = []
     for entry in entries:
         name, _, rest = entry.partition(":")
@@ -33,14 +37,44 @@ def expand_grid(entries: Sequence[str]) -> list[str]:
             if not sep:
                 raise ValueError(f"grid item {item!r} in {entry!r} must look like key=v1/v2")
             keys.append(key.strip())
-            choices.append([v.strip() for v in values.split("/") if v.strip()])
+            choices.append(_grid_values(values, entry))
         for combo in itertools.product(*choices):
-            specs.append(
-                name + ":" + ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
-            )
+            spec = name + ":" + ",".join(f"{k}={v}" for k, v in zip(keys, combo, strict=True))
+            _check_list_options(parse_method(spec), entry)
+            specs.append(spec)
     for spec in specs:
         parse_method(spec)  # validate early, before any process starts
     return specs
+
+
+def _grid_values(text: str, entry: str) -> list[str]:
+    """The values of one grid item: split on ``/`` outside brackets (``[a/b]`` is one value)."""
+    values, current, depth = [], "", 0
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth not in (0, 1):
+            raise ValueError(f"grid {entry!r}: brackets must hold one list each, e.g. [0.1/0.2]")
+        if char == "/" and depth == 0:
+            values.append(current.strip())
+            current = ""
+        else:
+            current += char
+    if depth:
+        raise ValueError(f"grid {entry!r}: a '[' without its ']'")
+    values.append(current.strip())
+    return [v for v in values if v]
+
+
+def _check_list_options(spec: MethodSpec, entry: str) -> None:
+    """A scalar given for a list-valued option (``rhos``): in a grid that is a split list."""
+    for key, value in spec.options.items():
+        default = METHODS[spec.name].defaults.get(key)
+        if isinstance(default, tuple | list) and not isinstance(value, tuple | list):
+            raise ValueError(
+                f"grid {entry!r}: {spec.name} option {key} takes a list; in a grid a "
+                f"bare '/' separates the values tried, so write the list in brackets, e.g. "
+                f"{key}=[{'/'.join(map(str, default))}] (one run with that list)"
+            )
 
 
 def pick_best(candidates: Iterable[T], score: Callable[[T], float]) -> tuple[T, float]:
@@ -105,12 +139,16 @@ def select_glue(
 
 
 def mixed_settings(results: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
-    """Labels whose runs differ in more than the seed, with the settings that differ."""
+    """Labels whose runs differ in more than the seed, with the settings that differ (the
+    data's identity too, where two runs record different ones)."""
     mixed: dict[str, list[str]] = {}
     for label, runs in group_by_method(results).items():
-        configs = [r.get("config", {}) for r in runs]
+        configs = [r.get("config") or {} for r in runs]
         keys = sorted({k for c in configs for k in c if k != "seed"})
         differ = [k for k in keys if any(c.get(k) != configs[0].get(k) for c in configs)]
+        identities = {(r.get("data_identity") or {}).get("sha256") for r in runs} - {None}
+        if len(identities) > 1:
+            differ.append("data identity (the data files' content)")
         if differ:
             mixed[label] = differ
     return mixed

@@ -13,6 +13,15 @@ checkpoint) and stored.
 A run directory holds ``config.json`` (written first), ``checkpoint.pt`` while it trains,
 ``metrics.jsonl``, ``model.pt`` and ``summary.json`` (written last: a directory holding it is a
 finished run).  Every file is written by :func:`tiltedsam._files.write_atomic`.
+
+The key holds the data's settings, not what its files hold (a moved file keeps its runs, and
+the keys of stored runs never move).  What the files hold is the run's *data identity*
+(:mod:`tiltedsam.data.fingerprint`), recorded in ``config.json`` and ``summary.json`` and
+checked whenever a command would read the run back or resume it: a finished or unfinished run
+trained on other data (``--data-path B.npz`` after ``A.npz``, same shapes, other labels) is a
+:class:`DataMismatchError` naming the file and both sources, never A's result printed for B.
+Runs stored before identities were recorded are read as they are.  The package version is
+recorded beside them (informative: the numerics are held bit-identical across versions).
 """
 
 from __future__ import annotations
@@ -27,10 +36,16 @@ from typing import Any
 
 from tiltedsam import __version__
 from tiltedsam._files import write_json
+from tiltedsam.data.fingerprint import DataIdentity
 from tiltedsam.experiments.checkpoint import remove_checkpoints
 from tiltedsam.optim import METHODS
 
 RESULT_FILES = ("summary.json", "model.pt", "metrics.jsonl")
+IDENTITY = "data_identity"  # the key of the data identity in config.json and summary.json
+
+
+class DataMismatchError(ValueError):
+    """A stored run was trained on other data than the command reads (see the module doc)."""
 
 
 def canonical(value: Any) -> Any:
@@ -83,10 +98,41 @@ class RunConfig:
         return Path(root) / "runs" / self.method / f"{self.key}-seed{self.seed}"
 
 
-def read_summary(directory: Path, config: Mapping[str, Any]) -> dict[str, Any] | None:
+def check_identity(
+    path: Path,
+    stored: Mapping[str, Any],
+    identity: Callable[[], DataIdentity] | None,
+    hint: str | None = None,
+) -> None:
+    """:class:`DataMismatchError` if ``stored`` (a summary or config.json read from ``path``)
+    records a data identity other than ``identity()`` (computed only when one is recorded);
+    ``hint`` replaces the message's advice."""
+    recorded = stored.get(IDENTITY)
+    if identity is None or not isinstance(recorded, dict):
+        return  # no data identity here (handed-in data, or written before they were recorded)
+    current = identity()
+    if recorded.get("sha256") != current.sha256:
+        raise DataMismatchError(
+            f"{path}: this run was trained on other data than this command reads: it recorded "
+            f"{recorded.get('source')} (sha256 {str(recorded.get('sha256'))[:12]}), this command "
+            f"reads {current.source} (sha256 {current.sha256[:12]}). "
+            + (
+                hint
+                or f"Its result belongs to those data: give these data another --out, or "
+                f"delete {path.parent} (compare: --rerun) to train the run again on them"
+            )
+        )
+
+
+def read_summary(
+    directory: Path,
+    config: Mapping[str, Any],
+    identity: Callable[[], DataIdentity] | None = None,
+) -> dict[str, Any] | None:
     """The stored ``{"config", "result"}`` of the finished run in ``directory``; None if it has
     not finished.  A summary that cannot be read, or that holds another configuration than its
-    key says, is an error naming the file (a damaged store is never trained over silently)."""
+    key says, is an error naming the file (a damaged store is never trained over silently);
+    one trained on data of another identity is a :class:`DataMismatchError`."""
     summary = directory / "summary.json"
     if not summary.exists():
         return None
@@ -101,7 +147,23 @@ def read_summary(directory: Path, config: Mapping[str, Any]) -> dict[str, Any] |
         raise ValueError(f"{summary}: not a run summary (no 'result'); delete it to rerun")
     if stored.get("config") != canonical(config):
         raise ValueError(f"{summary}: written for another configuration than its key says")
+    check_identity(summary, stored, identity)
     return stored
+
+
+def _check_unfinished(directory: Path, identity: Callable[[], DataIdentity] | None) -> None:
+    """An unfinished run (a checkpoint or metrics) whose config.json records other data."""
+    started = [directory / name for name in ("checkpoint.pt", "checkpoint.prev.pt",
+                                             "metrics.jsonl")]  # fmt: skip
+    path = directory / "config.json"
+    if identity is None or not path.exists() or not any(p.exists() for p in started):
+        return
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return  # informative only; the checkpoint's own fingerprint still guards the resume
+    if isinstance(stored, dict):
+        check_identity(path, stored, identity)
 
 
 def clear_run(directory: Path) -> None:
@@ -119,6 +181,7 @@ def run_or_load(
     rerun: bool = False,
     wait: bool = True,
     on_wait: Callable[[Path], None] | None = None,
+    identity: Callable[[], DataIdentity] | None = None,
 ) -> dict[str, Any] | None:
     """The result of the run ``config`` under ``root``: read back if finished, else trained by
     ``train(directory)`` (which writes the run's files there and returns its result dict).
@@ -126,11 +189,17 @@ def run_or_load(
     The run is claimed while it trains, and checked again once claimed, so two processes never
     train one run.  If another process holds it: with ``wait`` this blocks until it is done
     (``on_wait`` is told first), without it returns None.  ``rerun`` clears a finished run and
-    trains it again; otherwise an unfinished run resumes from its checkpoint."""
+    trains it again; otherwise an unfinished run resumes from its checkpoint.
+
+    ``identity`` gives the data identity of what ``train`` reads (called at most once, when it
+    is recorded or checked): it is recorded with the run, and a stored run, finished or not,
+    of another identity is a :class:`DataMismatchError` (``rerun`` trains it again)."""
     directory = config.directory(root)
     settings = config.as_dict()
+    if identity is not None:
+        identity = _once(identity)
     if not rerun:
-        stored = read_summary(directory, settings)
+        stored = read_summary(directory, settings, identity)
         if stored is not None:
             return stored["result"]
     claim = claim_run(directory)
@@ -143,27 +212,44 @@ def run_or_load(
     with claim:
         if rerun:
             clear_run(directory)
-        else:
-            stored = read_summary(directory, settings)  # finished by another process meanwhile?
+        else:  # finished by another process meanwhile?
+            stored = read_summary(directory, settings, identity)
             if stored is not None:
                 return stored["result"]
-        write_json(directory / "config.json", {**settings, "version": __version__})
+            _check_unfinished(directory, identity)
+        recorded = {} if identity is None else {IDENTITY: identity().as_dict()}
+        write_json(directory / "config.json", {**settings, **recorded, "version": __version__})
         result = train(directory)
-        write_json(directory / "summary.json",
-                   {"config": settings, "result": result, "version": __version__})  # fmt: skip
+        write_json(directory / "summary.json", {"config": settings, "result": result,
+                                                **recorded, "version": __version__})  # fmt: skip
         remove_checkpoints(directory / "checkpoint.pt")
     return result
 
 
+def _once(identity: Callable[[], DataIdentity]) -> Callable[[], DataIdentity]:
+    found: list[DataIdentity] = []
+
+    def cached() -> DataIdentity:
+        if not found:
+            found.append(identity())
+        return found[0]
+
+    return cached
+
+
 def load_runs(root: str | Path) -> list[dict[str, Any]]:
-    """Every finished run under ``root/runs``: its result with the configuration it ran."""
+    """Every finished run under ``root/runs``: its result with the configuration it ran and,
+    where recorded, the identity of its data (``data_identity``)."""
     out = []
     for summary in sorted(Path(root).glob("runs/*/*/summary.json")):
         try:
             stored = json.loads(summary.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{summary}: unreadable run summary ({err})") from None
-        out.append({**stored["result"], "config": stored["config"]})
+        if not isinstance(stored, dict) or not isinstance(stored.get("result"), dict):
+            raise ValueError(f"{summary}: not a run summary (no 'result'); delete it to rerun")
+        recorded = {IDENTITY: stored[IDENTITY]} if IDENTITY in stored else {}
+        out.append({**stored["result"], "config": stored.get("config"), **recorded})
     return out
 
 
@@ -244,9 +330,12 @@ def _claim_exclusive(directory: Path, wait: bool) -> Claim | None:  # pragma: no
 
 
 __all__ = [
+    "IDENTITY",
     "Claim",
+    "DataMismatchError",
     "RunConfig",
     "canonical",
+    "check_identity",
     "claim_run",
     "clear_run",
     "full_options",

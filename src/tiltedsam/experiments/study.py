@@ -35,6 +35,7 @@ from typing import Any
 from tiltedsam import __version__
 from tiltedsam._files import write_json
 from tiltedsam._validation import check_unit_interval
+from tiltedsam.data.fingerprint import DataIdentity
 from tiltedsam.data.mnist1d import ArrayDataset
 from tiltedsam.experiments.configs import DataConfig, TrainConfig, load_config_file, settings
 from tiltedsam.experiments.selection import best_epoch, best_of, best_val, expand_grid, final_val
@@ -68,7 +69,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tcurve: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0, 100.0)
     tcurve_seeds: tuple[int, ...] | None = None
-    flatness_seeds: tuple[int, ...] | None = None  # default: the first three report seeds
+    flatness_seeds: tuple[int, ...] | None = None  # None: first three report seeds; (): skip
     augment: bool = True  # False: no training-time augmentation (CIFAR's crop and flip)
     max_length: int = 64  # text ("glue:TASK" data sets): tokens kept per example
     equal_budget: bool = True
@@ -87,7 +88,7 @@ class StudyConfig:
             if isinstance(stages, str) or not all(isinstance(s, str) for s in stages):
                 raise ValueError(f"search.{method} must be a list of grid strings")
         check_unit_interval("label_noise", self.label_noise)
-        check_seeds(self.select_seeds)
+        check_seeds(self.select_seeds, "select_seeds")
         check_seeds(self.seeds)
         if set(self.select_seeds) & set(self.seeds):
             raise ValueError(
@@ -95,7 +96,9 @@ class StudyConfig:
                 "the reported runs must not be the ones the configuration was chosen on"
             )
         if self.tcurve_seeds is not None:
-            check_seeds(self.tcurve_seeds)
+            check_seeds(self.tcurve_seeds, "tcurve_seeds")
+        if self.flatness_seeds:  # () or [] skips the flatness phase
+            check_seeds(self.flatness_seeds, "flatness_seeds")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StudyConfig:
@@ -137,6 +140,7 @@ class Study:
     out: Path
     log: Callable[[str], None] = print
     _data: dict[int, ArrayDataset] = field(default_factory=dict, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     # -- runs -------------------------------------------------------------------------------
     def full_options(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -160,8 +164,16 @@ class Study:
             self._data[seed] = self.config.data(seed).load(model=self.config.train.model)
         return self._data[seed]
 
+    def identity(self) -> DataIdentity:
+        """The data's identity (one for every seed: the seed only draws subset, noise, split)."""
+        if "identity" not in self._cache:
+            self._cache["identity"] = self.config.data(0).identity()
+        return self._cache["identity"]
+
     def stored(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
-        """A finished run's result, or None (an unreadable summary is an error naming it)."""
+        """A finished run's result, or None (an unreadable summary is an error naming it).  For
+        the report: the data identity was checked when the study ran (:meth:`run`), and the
+        data need not be on the machine that renders it."""
         found = read_summary(
             self.run_dir(method, options, seed), self.run_config(method, options, seed)
         )
@@ -185,7 +197,8 @@ class Study:
                 self.log(f"{self.config.name}: {label} seed {seed} diverged")
                 return {"method": label, "seed": seed, "diverged": str(err), "history": []}
 
-        return run_or_load(self.out, self._run(method, options, seed), train)  # type: ignore[return-value]
+        return run_or_load(self.out, self._run(method, options, seed), train,
+                           identity=self.identity)  # type: ignore[return-value]  # fmt: skip
 
     # -- the protocol -------------------------------------------------------------------------
     def stage_points(self, method: str, stage: str, incumbent: dict[str, Any]) -> list[dict]:

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from tiltedsam._files import write_json
 from tiltedsam._validation import check_int_at_least
+from tiltedsam.data.fingerprint import DataIdentity
 from tiltedsam.experiments.compare import run_config
 from tiltedsam.experiments.configs import DataConfig, TrainConfig
 from tiltedsam.experiments.report import sweep_settings, write_sweep_report
 from tiltedsam.experiments.selection import expand_grid, select_on_validation
 from tiltedsam.experiments.store import run_or_load
 from tiltedsam.experiments.train import check_method, check_seeds, train_run
+from tiltedsam.experiments.workers import worker_pool
 from tiltedsam.optim import parse_method
 
 
@@ -48,7 +49,7 @@ def _run_one(job: dict[str, Any], wait: bool = False) -> dict[str, Any] | None:
                          metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
 
     run = run_config(spec, job["seed"], data.settings(), config)
-    result = run_or_load(job["root"], run, train, wait=wait)
+    result = run_or_load(job["root"], run, train, wait=wait, identity=lambda: job["identity"])
     return None if result is None else {**result, "method": spec.label, "config": run.as_dict()}
 
 
@@ -83,8 +84,12 @@ def sweep(
     config = config or TrainConfig()
     seeds = check_seeds(seeds)
     if select_seeds is not None:
-        select_seeds = check_seeds(select_seeds)
+        select_seeds = check_seeds(select_seeds, "select_seeds")
     specs = expand_grid(grid)
+    labels = [parse_method(spec).label for spec in specs]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:  # each would count its runs twice in the report
+        raise ValueError(f"grid points must be distinct, got {twice} more than once")
     for spec in specs:  # a bad option fails here, before any process starts
         check_method(parse_method(spec), config)
     root = Path(out)
@@ -94,7 +99,7 @@ def sweep(
                                      list(select_seeds) if select_seeds is not None else None})  # fmt: skip
     data = DataConfig(dataset=dataset, data_path=data_path, label_noise=label_noise,
                       train_subset=train_subset, val_size=val_size)  # fmt: skip
-    jobs = _Jobs(root, data, config, workers)
+    jobs = _Jobs(root, data, config, workers, data.identity())
     if select_seeds is None:
         done = jobs.run(specs, seeds)
     else:
@@ -109,15 +114,18 @@ def sweep(
 class _Jobs:
     """Grid points × seeds into the run store, in ``workers`` processes."""
 
-    def __init__(self, root: Path, data: DataConfig, config: TrainConfig, workers: int) -> None:
+    def __init__(self, root: Path, data: DataConfig, config: TrainConfig, workers: int,
+                 identity: DataIdentity) -> None:  # fmt: skip
         self.root, self.data, self.config, self.workers = root, data, config, workers
+        self.identity = identity  # computed once here, checked against every stored run
 
     def run(self, specs: Sequence[str], seeds: Sequence[int]) -> list[dict[str, Any]]:
         threads = max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else None
         jobs = [{"spec": spec, "seed": seed, "root": str(self.root), "data": self.data,
-                 "config": self.config, "threads": threads} for spec in specs for seed in seeds]  # fmt: skip
+                 "config": self.config, "threads": threads, "identity": self.identity}
+                for spec in specs for seed in seeds]  # fmt: skip
         if self.workers > 1:
-            with ProcessPoolExecutor(max_workers=self.workers) as pool:
+            with worker_pool(self.workers) as pool:  # workers die with this process
                 results = list(pool.map(_run_one, jobs))
                 # Runs another sweep held: wait for them (or train them if it gave up).
                 waiting = [job for job, r in zip(jobs, results, strict=True) if r is None]

@@ -119,15 +119,21 @@ def _check_model_fits_data(model: nn.Module, data: ArrayDataset, name: str) -> N
         )
 
 
-def check_seeds(seeds: Any) -> list[int]:
-    """A non-empty list of int seeds."""
+def check_seeds(seeds: Any, name: str = "seeds") -> list[int]:
+    """A non-empty list of distinct int seeds (``0,0`` would count one run as two seeds)."""
     if isinstance(seeds, int | str) or not hasattr(seeds, "__iter__"):
-        raise TypeError(f"seeds must be a list of ints, got {seeds!r}")
+        raise TypeError(f"{name} must be a list of ints, got {seeds!r}")
     seeds = list(seeds)
     if not seeds:
-        raise ValueError("seeds must hold at least one seed, got none")
+        raise ValueError(f"{name} must hold at least one seed, got none")
     for seed in seeds:
         check_int_at_least("seed", seed, 0)
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(
+            f"{name} must be distinct, got {seeds} (seed {', '.join(map(str, twice))} more than "
+            "once: one run would count as several seeds)"
+        )
     return seeds
 
 

@@ -41,16 +41,17 @@ Options every perturbation optimizer shares (keyword-only, passed through the su
 
 Two-phase use (trainers that call ``optimizer.step()`` themselves, e.g. Hugging Face ``Trainer``):
 ``compute_gradient(closure)`` runs the passes and leaves the combined gradient in ``p.grad`` with
-θ restored; the next ``step()`` applies the base step to it (a closure given to that ``step`` is
-called once, without gradients, for its value: Lightning's hooks).
+θ restored; the next ``step()`` applies the base step to it (none if the non-finite policy or
+the GradScaler skipped the step; a closure given to that ``step`` is called once, without
+gradients, for its value: Lightning's hooks).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -64,31 +65,32 @@ from tiltedsam._validation import (
 from tiltedsam.optim import _distributed as dist_ops
 from tiltedsam.optim import policies
 from tiltedsam.optim._amp import ScalerStep, check_grad_scaler
+from tiltedsam.optim.checkpointing import CheckpointState, from_legacy_state_dict
 from tiltedsam.optim.context import BatchNormPolicy, Closure, StepContext, checked_loss
 from tiltedsam.optim.diagnostics import StepDiagnostics
+from tiltedsam.optim.groups import (
+    GroupCheck,
+    check_dense_real,
+    check_group_options,
+    group_params,
+    option_checks,
+)
 
 NONFINITE_POLICIES = ("raise", "skip", "unchecked")
 BN_POLICIES = ("first", "every")
 
 
+# The per-group settings of TSAM-like optimizers and their checks.
+PERTURBATION_CHECKS = option_checks(rho=check_nonnegative, noise_radius=check_nonnegative)
+
+
 def perturbation_defaults(rho: float, noise_radius: float) -> dict[str, float]:
     """The per-group settings of TSAM-like optimizers, checked (``rho``, ``noise_radius`` >= 0)."""
-    return {
-        "rho": check_nonnegative("rho", rho),
-        "noise_radius": check_nonnegative("noise_radius", noise_radius),
-    }
+    return {"rho": check_nonnegative("rho", rho),
+            "noise_radius": check_nonnegative("noise_radius", noise_radius)}  # fmt: skip
 
 
-def from_legacy_state_dict(state_dict: Any) -> Any:
-    """A state dict in the earlier layout (``{"base": <base optimizer dict>, "perturbation":
-    ...}``, what checkpoints written before issue #18 hold) in today's; anything else as it is."""
-    if isinstance(state_dict, dict) and {"base", "perturbation"} <= state_dict.keys():
-        if isinstance(state_dict["base"], dict) and "state" not in state_dict:
-            return {**state_dict["base"], "perturbation": state_dict["perturbation"]}
-    return state_dict
-
-
-class PerturbationOptimizer(torch.optim.Optimizer):
+class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
     """Base class: wraps ``base_optimizer_cls(self.param_groups, **base_kwargs)``.
 
     Subclasses implement ``step(closure)`` with ``ctx = self._begin_step()``, the context's
@@ -99,6 +101,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
     # Keywords every subclass passes through to this class (the registry lists them as options).
     SHARED_OPTIONS = ("grad_scaler", "max_grad_norm", "distributed", "process_group")
+    # Per-group options and the constructor's check of each: every param group is checked with
+    # them (constructor groups, add_param_group, load_state_dict; tiltedsam.optim.groups).
+    group_checks: ClassVar[Mapping[str, GroupCheck]] = option_checks()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -149,7 +154,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
         self.step_count = 0
         self.skipped_steps = 0
         self.last_step: StepDiagnostics | None = None  # what the last step saw
-        self._prepared = False
+        # After compute_gradient: "step" (the base step is pending), "skip" (the step was
+        # skipped by the non-finite policy or AMP: the next step() takes none) or None.
+        self._prepared: str | None = None
         self._defer = False
         self.max_grad_norm = (
             None if max_grad_norm is None else check_positive("max_grad_norm", max_grad_norm)
@@ -178,6 +185,11 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ param bookkeeping
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group``, after checking the group's perturbation options (as the
+        constructor checks them) and that its parameters are dense and real."""
+        index = len(self.param_groups)
+        check_group_options(param_group, index, self.group_checks, self.defaults)
+        check_dense_real(group_params(param_group), index)
         if not hasattr(self, "base_optimizer"):
             super().add_param_group(param_group)
             return
@@ -230,6 +242,7 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                 dist_ops.check_ranks_agree(self._rank_settings(params), params[0].device,
                                            self.process_group)  # fmt: skip
                 self._ranks_checked = True
+        self._prepared = None  # a step with a closure replaces a pending compute_gradient
         self.context.begin(self.param_groups, save_theta)
         return self.context
 
@@ -250,10 +263,11 @@ class PerturbationOptimizer(torch.optim.Optimizer):
 
     def compute_gradient(self, closure: Closure) -> Tensor:
         """Run this optimizer's passes and leave the combined gradient in ``p.grad`` (θ restored)
-        without stepping; the next ``step()`` applies the base step to it.  A closure given to
-        that ``step`` is called once, without gradients, and its value returned (trainers such as
-        Lightning run their ``on_before_optimizer_step`` hooks in it, so they fire once per
-        step and see the combined gradient)."""
+        without stepping; the next ``step()`` applies the base step to it (none if the step was
+        skipped: ``nonfinite="skip"``, an AMP inf).  A closure given to that ``step`` is called
+        once, without gradients, and its value returned (trainers such as Lightning run their
+        ``on_before_optimizer_step`` hooks in it, so they fire once per step and see the combined
+        gradient)."""
         self._defer = True
         try:
             return self.step(closure)
@@ -285,8 +299,9 @@ class PerturbationOptimizer(torch.optim.Optimizer):
                     "calls the closure once without gradients, for its loss only: give it a "
                     "closure that does not call backward(), or call step() without one"
                 ) from err
-        self._prepared = False
-        self.base_optimizer.step()
+        prepared, self._prepared = self._prepared, None
+        if prepared == "step":
+            self.base_optimizer.step()
         return loss
 
     @torch.no_grad()
@@ -303,66 +318,16 @@ class PerturbationOptimizer(torch.optim.Optimizer):
             policies.skip_step(ctx.params, self.nonfinite, ctx.scaler.active,
                                self.step_count - 1, losses)  # fmt: skip
             self.skipped_steps += 1
+            if self._defer:  # the trainer's step() that follows takes no step either
+                self._prepared = "skip"
             return False
         policies.clip_(grads, self.max_grad_norm)  # 6. clipping
         policies.install_grads(ctx.params, grads, reached)  # 7. the combined gradient
         if self._defer:
-            self._prepared = True
+            self._prepared = "step"
             return True
         self.base_optimizer.step()
         return True
-
-    # ------------------------------------------------------------------ checkpoints
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        del state
-
-    def state_dict(self) -> dict[str, Any]:
-        """torch's layout: the base optimizer's ``state`` (momenta) and ``param_groups`` (with
-        the per-group perturbation settings), plus ``perturbation``: step count, skipped steps,
-        the perturbation RNG state and the sampler's counters."""
-        return {
-            **self.base_optimizer.state_dict(),
-            "perturbation": {
-                "step_count": self.step_count,
-                "skipped_steps": self.skipped_steps,
-                "rng_state": self.generator.get_state(),
-                **self._extra_state(),
-            },
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a dict from :meth:`state_dict`, a plain base-optimizer dict (``state`` and
-        ``param_groups`` only: a run switched from AdamW to TSAM(AdamW) keeps its moments, and
-        the perturbation state starts fresh), or one in the earlier layout (keys ``base`` and
-        ``perturbation``, :func:`from_legacy_state_dict`)."""
-        state_dict = from_legacy_state_dict(state_dict)
-        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
-            keys = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
-            raise ValueError(
-                f"{type(self).__name__}.load_state_dict expects a dict with keys 'state' and "
-                f"'param_groups' (and 'perturbation'), as state_dict() returns; got {keys}"
-            )
-        base = {k: v for k, v in state_dict.items() if k != "perturbation"}
-        # A plain base-optimizer dict lacks the perturbation settings (rho, ...) of the groups.
-        current = self.base_optimizer.param_groups
-        if len(base["param_groups"]) == len(current):
-            base["param_groups"] = [
-                {**{k: v for k, v in now.items() if k != "params"}, **saved}
-                for now, saved in zip(current, base["param_groups"], strict=True)
-            ]
-        self.base_optimizer.load_state_dict(base)
-        self.param_groups = self.base_optimizer.param_groups
-        self.state = self.base_optimizer.state
-        if state_dict.get("perturbation") is None:
-            return
-        extra = dict(state_dict["perturbation"])
-        self.step_count = int(extra.pop("step_count"))
-        self.skipped_steps = int(extra.pop("skipped_steps", 0))
-        self.generator.set_state(extra.pop("rng_state"))
-        self._load_extra_state(extra)
 
     def __repr__(self) -> str:
         return (

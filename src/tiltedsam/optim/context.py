@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from tiltedsam.optim import _distributed as dist_ops
 from tiltedsam.optim._amp import ScalerStep
+from tiltedsam.optim.groups import check_dense_grads
 
 Closure = Callable[[], Tensor]
 
@@ -234,6 +235,8 @@ class StepContext:
         the first pass's BatchNorm statistics.  ``loss`` may be None when it is not known."""
         params = self.params
         self.calls += 1
+        if self._pass == 0:  # once a step: a sparse gradient would fail deep in a norm
+            check_dense_grads(params)
         has_grad = [p.grad is not None for p in params]
         if not any(has_grad):
             raise RuntimeError(

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_nonnegative, check_unit_interval
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
+from tiltedsam.optim.groups import option_checks
 
 
 class PGN(PerturbationOptimizer):
@@ -48,6 +49,7 @@ class PGN(PerturbationOptimizer):
         )  # fmt: skip
 
     passes_per_step = 2
+    group_checks = option_checks(rho=check_nonnegative, alpha=check_unit_interval)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from tiltedsam._validation import check_nonnegative
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
+from tiltedsam.optim.groups import option_checks
 from tiltedsam.samplers import ascend
 
 
@@ -68,6 +69,9 @@ class RSAM(PerturbationOptimizer):
         )  # fmt: skip
 
     passes_per_step = 2
+    group_checks = option_checks(
+        rho=check_nonnegative, sigma=check_nonnegative, lam=check_nonnegative
+    )
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]

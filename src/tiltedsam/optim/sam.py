@@ -29,6 +29,7 @@ from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_nonnegative
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
 from tiltedsam.optim.context import StepContext, checked_loss
+from tiltedsam.optim.groups import option_checks
 
 
 class SAM(PerturbationOptimizer):
@@ -76,6 +77,7 @@ class SAM(PerturbationOptimizer):
         self._between = False  # first_step done, second_step not yet
 
     passes_per_step = 2
+    group_checks = option_checks(rho=check_nonnegative)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]

@@ -5,7 +5,9 @@ A spec names a method of the table (:data:`~tiltedsam.optim.registry.METHODS`); 
 override the table's harness defaults (``MethodInfo.defaults``).  An option that is a keyword of
 the base optimizer (``lr``, ``weight_decay``, ``momentum``, ...) overrides the run's shared
 setting for that method (``sam:lr=0.05/0.1`` in a sweep grid); ``budget`` is the harness's own
-(ESAM1's epoch multiplier).
+(ESAM1's epoch multiplier).  A list value is written with ``/`` (``esam2:rhos=0.025/0.05/0.1``)
+or in brackets (``esam2:rhos=[0.025/0.05/0.1]``, the form a sweep grid needs, where a bare ``/``
+separates the values tried).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class MethodSpec:
 
 
 def _parse_value(text: str) -> Any:
+    if text.startswith("[") and text.endswith("]"):  # a list, as a sweep grid writes it
+        return tuple(_parse_value(part.strip()) for part in text[1:-1].split("/") if part.strip())
     if "/" in text:  # a list, e.g. rhos=0.025/0.05/0.1
         return tuple(_parse_value(part) for part in text.split("/"))
     lowered = text.lower()

@@ -47,6 +47,7 @@ from tiltedsam._validation import (
 )
 from tiltedsam.optim.base import (
     NONFINITE_POLICIES,
+    PERTURBATION_CHECKS,
     Closure,
     PerturbationOptimizer,
     perturbation_defaults,
@@ -61,7 +62,7 @@ from tiltedsam.optim.batched import (
 )
 from tiltedsam.optim.context import StepContext
 from tiltedsam.optim.diagnostics import masked_weights
-from tiltedsam.samplers import Sampler, make_sampler
+from tiltedsam.samplers import HMCSampler, Sampler, make_sampler
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import TiltedAccumulator, tilted_objective, tilted_weights
 
@@ -119,6 +120,8 @@ class TSAM(PerturbationOptimizer):
     Passes (closure calls) per step: ``num_samples * sampler.passes_per_sample()`` (ascent: 2s).
     """
 
+    group_checks = PERTURBATION_CHECKS
+
     def __init__(
         self,
         params: Iterable[Tensor] | Iterable[dict[str, Any]],
@@ -161,8 +164,27 @@ class TSAM(PerturbationOptimizer):
             **base_kwargs,
         )
         self.nonfinite = nonfinite
+        self._check_sampling_tilt()
         # Dropped samples, counted on the device (no synchronisation); read ``skipped_samples``.
         self._skipped_samples = torch.zeros((), dtype=torch.long, device=self.generator.device)
+
+    def _check_sampling_tilt(self) -> None:
+        """HMC multiplies the gradient by the sampling tilt δ·t (its largest value over the
+        schedule is δ·tilt): it must be a number of the parameters' dtype, else the first
+        leapfrog step is inf·∇L, NaN (t = inf with δ > 0 would sample from exp(inf·L))."""
+        if not isinstance(self.sampler, HMCSampler) or self.delta == 0:
+            return
+        dtypes = {p.dtype for p in self._trainable_params() if p.is_floating_point()}
+        limit = min((torch.finfo(d).max for d in dtypes), default=math.inf)
+        sampling = self.delta * self.schedule.tilt
+        if not sampling <= limit:
+            raise ValueError(
+                f"sampler='hmc' needs the sampling tilt delta*tilt <= {limit:g} (the largest "
+                f"{'/'.join(sorted(str(d).removeprefix('torch.') for d in dtypes))} value), got "
+                f"{self.delta:g}*{self.schedule.tilt:g}: its leapfrog step multiplies the "
+                "gradient by it (NaN at the first step). Use delta=0 (the tilt then only "
+                "weights the samples), a smaller tilt, or sampler='ascent'"
+            )
 
     @property
     def batched(self) -> bool | str:

@@ -78,7 +78,12 @@ from torch import Tensor, nn
 
 from tiltedsam._tensors import global_norm
 from tiltedsam._validation import check_choice, check_int_at_least
-from tiltedsam.optim.base import Closure, PerturbationOptimizer, perturbation_defaults
+from tiltedsam.optim.base import (
+    PERTURBATION_CHECKS,
+    Closure,
+    PerturbationOptimizer,
+    perturbation_defaults,
+)
 from tiltedsam.optim.diagnostics import StepDiagnostics
 from tiltedsam.samplers import NOISE_KINDS, add_noise, ascend
 from tiltedsam.schedules import TiltSchedule
@@ -126,6 +131,8 @@ class TSAMResample(PerturbationOptimizer):
 
     ``step(closure)`` returns the log-mean-exp of the s scored losses at tilt t.
     """
+
+    group_checks = PERTURBATION_CHECKS
 
     def __init__(
         self,

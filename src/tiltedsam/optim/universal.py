@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from tiltedsam._validation import check_int_at_least, check_nonnegative, check_positive
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
 from tiltedsam.optim.context import StepContext
+from tiltedsam.optim.groups import option_checks
 from tiltedsam.samplers import add_iid_noise
 from tiltedsam.tilt import TiltedAccumulator
 
@@ -46,6 +47,7 @@ class _UniversalSAM(PerturbationOptimizer):
 
     min_samples = 1
     rho_may_be_zero = False  # Frob- and Det-SAM divide by ρ²
+    group_checks = option_checks(rho=check_positive, lam=check_nonnegative)
 
     def __init__(
         self,
@@ -123,6 +125,7 @@ class TraceSAM(_UniversalSAM):
     ε ~ N(0, ρ²I); with n = 1, λ = 1 it is the gradient at one random Gaussian point."""
 
     rho_may_be_zero = True
+    group_checks = option_checks(rho=check_nonnegative, lam=check_nonnegative)
 
     def __init__(self, params, base_optimizer_cls, rho: float = 0.01, lam: float = 1.0,
                  num_samples: int = 1, **kwargs: Any) -> None:  # fmt: skip
@@ -180,6 +183,10 @@ class FrobSAM(_UniversalSAM):
 class DetSAM(_UniversalSAM):
     r"""Det-SAM: :math:`g = g_0 + \lambda\,c^{-2}\sum_i \mathrm{softmax}(-d/2)_i (g_i - g_0)`,
     :math:`d_i = (L_i - L_0)/\rho^2`, :math:`c = \frac1n\sum_i e^{-d_i/2}`, ε uniform in ρ·[−h, h]^d."""
+
+    group_checks = option_checks(
+        rho=check_positive, lam=check_nonnegative, half_cube=check_positive
+    )
 
     def __init__(self, params, base_optimizer_cls, rho: float = 1.0, lam: float = 1.0,
                  num_samples: int = 1, half_cube: float = 0.01, **kwargs: Any) -> None:  # fmt: skip
