@@ -55,7 +55,7 @@ ACTIVE = {
     "tsam-stale": ({"tilt": 5.0, "num_samples": 3}, 4),
     "tsam-split": ({"tilt": 5.0, "num_samples": 3}, 6),
     "tsam-split-rise": ({"tilt": 5.0, "num_samples": 3}, 6),
-    "tsam-intermittent": ({"tilt": 5.0, "num_samples": 2, "every": 1}, 5),
+    "tsam-intermittent": ({"tilt": 5.0, "num_samples": 2, "every": 1}, 4),  # k = 1: TSAM
 }
 NAMES = sorted(METHODS)
 

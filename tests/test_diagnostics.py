@@ -24,8 +24,8 @@ def points(name, recorded, opt):
         return recorded[: opt.num_samples]
     if name in ("tsam-split", "tsam-split-rise"):  # per shard: θ + ξ_j, then θ + ε_j
         return recorded[1::2]
-    if name == "tsam-intermittent":  # every = 1: the clean pass, then TSAM's passes
-        return recorded[2::2]
+    if name == "tsam-intermittent":  # every = 1: TSAM's passes and nothing else
+        return recorded[1::2]
     return recorded[1:]  # a pass at θ (RSAM: θ + δ), then the perturbed points
 
 

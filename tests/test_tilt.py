@@ -122,3 +122,70 @@ def test_accumulator_single_sample_is_the_gradient_bit_for_bit():
 def test_bad_tilt_is_rejected_with_its_name(bad):
     with pytest.raises((ValueError, TypeError), match="tilt"):
         tilted_weights(LOSSES, bad)
+
+
+def _prior_reference(losses: list[float], prior: list[float], t: float) -> tuple[list, float]:
+    """Weights p_j e^{tL_j} / Σ p_k e^{tL_k} and (1/t) log Σ (p_j/P) e^{tL_j}, 60 digits."""
+    import mpmath
+
+    with mpmath.workdps(60 + max(0, int(-math.log10(t))) if 0 < t < 1 else 60):
+        P = mpmath.fsum(prior)
+        if t == 0.0:
+            w = [mpmath.mpf(p) / P for p in prior]
+            return w, float(
+                mpmath.fsum(mpmath.mpf(p) * x for p, x in zip(prior, losses, strict=True)) / P
+            )
+        if math.isinf(t):
+            top = max(losses)
+            ties = [p if x == top else 0.0 for p, x in zip(prior, losses, strict=True)]
+            return [mpmath.mpf(q) / mpmath.fsum(ties) for q in ties], top
+        e = [
+            mpmath.mpf(p) * mpmath.exp(t * mpmath.mpf(x))
+            for p, x in zip(prior, losses, strict=True)
+        ]
+        total = mpmath.fsum(e)
+        return [v / total for v in e], float(mpmath.log(total / P) / t)
+
+
+@pytest.mark.parametrize("t", [0.0, 1e-9, 0.5, 3.0, 80.0, math.inf])
+def test_accumulator_and_objective_with_priors_match_the_weighted_formula(t):
+    """``tsam-split``'s shards of unequal size: weights ∝ p_j e^{tL_j}, the objective the
+    p-weighted log-mean-exp; the accumulator (streaming) and ``tilted_objective`` (batch)."""
+    gen = torch.Generator().manual_seed(3)
+    losses = (torch.rand(5, generator=gen, dtype=torch.float64) * 2).tolist()
+    prior = [4.0, 3.0, 3.0, 1.0, 7.0]
+    grads = [torch.randn(6, generator=gen, dtype=torch.float64) for _ in losses]
+    weights, objective = _prior_reference(losses, prior, t)
+    acc = TiltedAccumulator(t)
+    for loss, g, p in zip(losses, grads, prior, strict=True):
+        acc.add(torch.tensor(loss, dtype=torch.float64), [g.clone()], prior=p)
+    expected = sum(float(w) * g for w, g in zip(weights, grads, strict=True))
+    torch.testing.assert_close(acc.result()[0], expected, rtol=1e-13, atol=1e-15)
+    got = acc.log_mean_exp()
+    assert got.item() == pytest.approx(objective, rel=1e-13, abs=1e-15)
+    batch = tilted_objective(torch.tensor(losses, dtype=torch.float64), t,
+                             prior=torch.tensor(prior, dtype=torch.float64))  # fmt: skip
+    assert batch.item() == pytest.approx(objective, rel=1e-13, abs=1e-15)
+
+
+def test_priors_of_one_change_nothing_bit_for_bit():
+    gen = torch.Generator().manual_seed(4)
+    losses = torch.rand(4, generator=gen)
+    grads = [torch.randn(5, generator=gen) for _ in range(4)]
+    for t in (0.0, 0.7, math.inf):
+        plain, ones = TiltedAccumulator(t), TiltedAccumulator(t)
+        for loss, g in zip(losses, grads, strict=True):
+            plain.add(loss, [g.clone()])
+            ones.add(loss, [g.clone()], prior=1.0)
+        assert torch.equal(plain.result()[0], ones.result()[0])
+        assert torch.equal(plain.log_mean_exp(), ones.log_mean_exp())
+        assert torch.equal(
+            tilted_objective(losses, t), tilted_objective(losses, t, prior=torch.ones(4))
+        )
+
+
+@pytest.mark.parametrize("prior", [0.0, -1.0, math.inf, math.nan])
+def test_a_prior_outside_the_range_is_refused(prior):
+    acc = TiltedAccumulator(1.0)
+    with pytest.raises(ValueError, match="prior must be a finite number > 0"):
+        acc.add(torch.tensor(0.3), [torch.zeros(2)], prior=prior)

@@ -132,24 +132,31 @@ class ModelClosure:
         self._device_type = (self._device or torch.device("cpu")).type
         self._no_sync = getattr(model, "no_sync", None)
 
+    @property
+    def num_examples(self) -> int:
+        """How many examples the closure's batch holds (a split-batch shard's weight)."""
+        return self._total
+
     def shards(self, num_shards: int) -> list[ModelClosure]:
         """The batch cut into ``num_shards`` nearly equal contiguous shards, a closure each
-        (same model, loss, autocast and scaler; each returns its shard's loss).  Split-batch
-        estimators (``tsam-split``) evaluate one perturbation per shard."""
+        (same model, loss, autocast and scaler; each returns its shard's mean loss and knows
+        its ``num_examples``).  A batch of fewer than ``num_shards`` examples gives one shard
+        per example (a short last batch).  Gradient accumulation carries over: shard i is
+        cut into about ``k·n_i/N`` micro-batches, so no pass is larger than the closure's.
+        Split-batch estimators (``tsam-split``) evaluate one perturbation per shard."""
         check_int_at_least("num_shards", num_shards, 1)
-        if num_shards > self._total:
-            raise ValueError(
-                f"cannot cut a batch of {self._total} examples into {num_shards} shards"
-            )
-        sizes = [len(part) for part in torch.tensor_split(torch.arange(self._total), num_shards)]
+        count = min(num_shards, self._total)
+        sizes = [len(part) for part in torch.tensor_split(torch.arange(self._total), count)]
         bounds, start = [], 0
         for size in sizes:
             bounds.append((start, start + size))
             start += size
-        return [
-            ModelClosure(self.model, self.loss_fn, x, y, 1, self.autocast_dtype, self.grad_scaler)
-            for x, y in zip(_split(self.inputs, bounds), _split(self.targets, bounds), strict=True)
-        ]
+        k, shards = len(self._micro), []
+        for x, y in zip(_split(self.inputs, bounds), _split(self.targets, bounds), strict=True):
+            micro = min(len(y), -(-k * len(y) // self._total))  # ceil(k·n_i/N), at most n_i
+            shards.append(ModelClosure(self.model, self.loss_fn, x, y, micro,
+                                       self.autocast_dtype, self.grad_scaler))  # fmt: skip
+        return shards
 
     def __call__(self, backward: bool = True) -> Tensor:
         """The full-batch loss; with ``backward`` (the default) its gradient is added to

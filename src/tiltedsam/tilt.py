@@ -73,13 +73,23 @@ def tilted_weights(losses: Tensor | list[float], t: float) -> Tensor:
     return torch.softmax(t * (losses - top), dim=-1)
 
 
-def tilted_objective(losses: Tensor | list[float], t: float, mask: Tensor | None = None) -> Tensor:
+def tilted_objective(
+    losses: Tensor | list[float],
+    t: float,
+    mask: Tensor | None = None,
+    prior: Tensor | None = None,
+) -> Tensor:
     r""":math:`\frac1t\log\frac1n\sum_j e^{tL_j}` along the last dim; mean at t=0, max at t=inf.
 
     With a boolean ``mask`` (same shape), only the losses where it is True count (others may be
-    NaN or inf); NaN where none counts."""
+    NaN or inf); NaN where none counts.  With ``prior`` (positive, same shape) the mean is the
+    weighted one, :math:`\frac1t\log\sum_j q_j e^{tL_j}` with :math:`q = p/\sum_k p_k` over
+    the losses that count (``tsam-split``'s shards of unequal size)."""
     t = check_tilt(t)
     losses = _as_losses(losses)
+    if prior is not None:
+        keep = torch.ones_like(losses, dtype=torch.bool) if mask is None else mask.to(torch.bool)
+        return _masked_log_mean_exp(losses, keep, t, prior)
     if mask is not None:
         return _masked_log_mean_exp(losses, mask.to(torch.bool), t)
     if t == 0.0:
@@ -96,11 +106,21 @@ def _log_mean_exp(losses: Tensor, t: float) -> Tensor:
     return _masked_log_mean_exp(losses, torch.ones_like(losses, dtype=torch.bool), t)
 
 
-def _masked_log_mean_exp(losses: Tensor, mask: Tensor, t: float) -> Tensor:
-    """:func:`_log_mean_exp` over the entries in ``mask``; t = 0 and t = inf included."""
+def _masked_log_mean_exp(
+    losses: Tensor, mask: Tensor, t: float, prior: Tensor | None = None
+) -> Tensor:
+    """:func:`_log_mean_exp` over the entries in ``mask``; t = 0 and t = inf included; with
+    ``prior`` the weighted mean (weights ``prior`` over the kept entries)."""
     x = losses.to(torch.float64)
-    count = mask.sum(dim=-1)
-    kept = torch.where(mask, x, 0.0)
+    if prior is None:
+        p = torch.ones_like(x)
+    else:
+        p = torch.as_tensor(prior, dtype=torch.float64, device=x.device).expand_as(x)
+        if not bool(((p > 0) & torch.isfinite(p)).all()):
+            raise ValueError("prior must hold finite numbers > 0")
+    weight = torch.where(mask, p, 0.0)
+    count = weight.sum(dim=-1)  # the number kept when every prior is 1
+    kept = torch.where(mask, x * p, 0.0)
     mean = kept.sum(dim=-1) / count  # NaN where nothing is kept
     if t == 0.0:
         return mean.to(losses.dtype)
@@ -110,9 +130,10 @@ def _masked_log_mean_exp(losses: Tensor, mask: Tensor, t: float) -> Tensor:
         return torch.where(count > 0, top, nothing).to(losses.dtype)
     # Around the mean: every kept t(L - mean) <= t(max - mean) <= 1 where this form is used.
     centred = torch.where(mask, t * (x - mean.unsqueeze(-1)), 0.0).clamp(max=1.0)
-    near = mean + torch.log1p(torch.where(mask, torch.expm1(centred), 0.0).sum(-1) / count) / t
-    shifted = torch.where(mask, t * (x - top.unsqueeze(-1)), -math.inf)
-    far = top + (torch.logsumexp(shifted, dim=-1) - torch.log(count.to(x.dtype))) / t
+    rise = torch.where(mask, torch.expm1(centred) * p, 0.0).sum(-1)
+    near = mean + torch.log1p(rise / count) / t
+    shifted = torch.where(mask, t * (x - top.unsqueeze(-1)) + torch.log(p), -math.inf)
+    far = top + (torch.logsumexp(shifted, dim=-1) - torch.log(count)) / t
     out = torch.where(t * (top - mean) <= 1.0, near, far)
     return torch.where(count > 0, out, nothing).to(losses.dtype)
 
@@ -177,6 +198,8 @@ class TiltedAccumulator:
         self.losses: list[Tensor] = []
         self._masked = False
         self._valid: list[Tensor] = []
+        self._priors: list[float] = []  # p_j of each sample (1 unless given)
+        self._prior_sum = 0.0
 
     def _factor(self, diff: Tensor) -> Tensor:
         """``exp(t * diff)`` for ``diff <= 0``; exact 1 at t=0, indicator at t=inf (and for a
@@ -186,30 +209,46 @@ class TiltedAccumulator:
         return torch.exp(self.t * diff)
 
     @no_grad
-    def add(self, loss: Tensor, grads: list[Tensor], valid: Tensor | None = None) -> None:
-        """Fold in one perturbed loss and its gradients (``grads`` are read, not modified,
+    def add(
+        self,
+        loss: Tensor,
+        grads: list[Tensor],
+        valid: Tensor | None = None,
+        prior: float = 1.0,
+    ) -> None:
+        r"""Fold in one perturbed loss and its gradients (``grads`` are read, not modified,
         except with ``valid``).
 
         ``valid`` (a 0-dim bool tensor) marks whether the sample counts: a sample with
         ``valid=False`` gets weight 0 (it changes neither the max, the normaliser nor the
         average; its loss and gradients may be NaN or inf, the gradients are zeroed in place).
         Once any sample was added with ``valid``, pass it for every later one.
+
+        ``prior`` :math:`p_j > 0` weighs the sample before the tilt: the weights become
+        :math:`p_j e^{tL_j} / \sum_k p_k e^{tL_k}` (``tsam-split``: a shard's share of the
+        batch, so that t = 0 gives the batch mean over shards of unequal size).  With every
+        prior 1 (the default) the arithmetic is the unweighted one, bit for bit.
         """
+        prior = float(prior)
+        if not prior > 0.0 or math.isinf(prior):
+            raise ValueError(f"prior must be a finite number > 0, got {prior}")
         loss = loss.detach().to(torch.float64 if loss.dtype == torch.float64 else torch.float32)
+        self._priors.append(prior)
+        self._prior_sum += prior
         if valid is not None:
-            self._add_masked(loss, grads, valid)
+            self._add_masked(loss, grads, valid, prior)
             return
         self.losses.append(loss)
         self.num_samples += 1
         if self._sum is None:
             self._start(grads)
-            self._max, self._norm = loss, torch.ones_like(loss)
+            self._max, self._norm = loss, torch.full_like(loss, prior)
             return
         if self.t == 0.0:
-            torch._foreach_lerp_(self._sum, grads, 1.0 / self.num_samples)
+            torch._foreach_lerp_(self._sum, grads, prior / self._prior_sum)
             return
         new_max = torch.maximum(self._max, loss)
-        new_scale = self._factor(loss - new_max)
+        new_scale = self._factor(loss - new_max) * prior
         self._norm = torch.addcmul(new_scale, self._norm, self._factor(self._max - new_max))
         self._max = new_max
         # A list of 0-dim weights (the ``.List`` overload): a 0-dim tensor passed as a single
@@ -225,7 +264,7 @@ class TiltedAccumulator:
             torch._foreach_copy_(self._buffers, grads)
             self._sum = self._buffers
 
-    def _add_masked(self, loss: Tensor, grads: list[Tensor], valid: Tensor) -> None:
+    def _add_masked(self, loss: Tensor, grads: list[Tensor], valid: Tensor, prior: float) -> None:
         self.losses.append(loss)
         self.num_samples += 1
         valid = valid.to(device=loss.device, dtype=torch.bool)
@@ -236,13 +275,13 @@ class TiltedAccumulator:
             g.masked_fill_(~valid.to(g.device), 0.0)
         if self._sum is None:
             self._start(grads)
-            self._max, self._norm = masked, valid.to(loss.dtype)
+            self._max, self._norm = masked, valid.to(loss.dtype) * prior
             return
         new_max = torch.maximum(self._max, masked)
         # While no sample counted yet, the max is -inf, S = 0 and the average 0: any finite
         # factor works; the new sample's weight is then 1 (or 0 if it does not count either).
         old_factor = self._factor(torch.where(self._max > -math.inf, self._max - new_max, 0.0))
-        new_scale = self._factor(torch.where(valid, loss - new_max, 0.0)) * valid
+        new_scale = self._factor(torch.where(valid, loss - new_max, 0.0)) * valid * prior
         self._norm = torch.addcmul(new_scale, self._norm, old_factor)
         self._max = new_max
         weight = torch.where(self._norm > 0, new_scale / self._norm, 0.0).to(self._sum[0].dtype)
@@ -265,15 +304,25 @@ class TiltedAccumulator:
         if not self.losses:
             raise RuntimeError("TiltedAccumulator.log_mean_exp() called before any add()")
         stacked = self.stacked_losses() if losses is None else losses
+        prior = self.priors(stacked)
         if self._masked:  # over the samples that counted only
             valid = torch.stack(self._valid).to(stacked.device)
-            return tilted_objective(stacked, self.t, mask=valid)
+            return tilted_objective(stacked, self.t, mask=valid, prior=prior)
         if self.t == 0.0:
-            return stacked.mean()
+            return stacked.mean() if prior is None else tilted_objective(stacked, 0.0, prior=prior)
         if is_max_limit(self.t, self._max.dtype):
             return self._max
-        running = self._max + (torch.log(self._norm) - math.log(self.num_samples)) / self.t
+        running = self._max + (torch.log(self._norm) - math.log(self._prior_sum)) / self.t
         if self.t >= 1e-3:  # log(S/n) is not rounded away: the running state is exact enough
             return running
         # Small t: log(S/n) rounds to 0 (the max would come out); recompute from the losses.
+        if prior is not None:
+            return tilted_objective(stacked, self.t, prior=prior).to(running.dtype)
         return _log_mean_exp(stacked, self.t).to(running.dtype)
+
+    def priors(self, like: Tensor | None = None) -> Tensor | None:
+        """The samples' priors as a tensor (like ``like``), or None when every one is 1."""
+        if all(p == 1.0 for p in self._priors):
+            return None
+        ref = like if like is not None else self.stacked_losses()
+        return torch.tensor(self._priors, dtype=ref.dtype, device=ref.device)

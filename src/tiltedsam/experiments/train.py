@@ -353,8 +353,12 @@ def train_run(
 
 
 def shard_closures(closure, inputs: torch.Tensor, targets: torch.Tensor, k: int) -> list:
-    """``closure`` on each of ``k`` nearly equal contiguous shards of the batch."""
-    return [functools.partial(closure, x, y)
+    """``closure`` on each of ``min(k, len(batch))`` nearly equal contiguous shards of the batch,
+    each with its size (``tsam-split`` weighs shards by it; a short last batch gives fewer)."""
+    from tiltedsam.optim.tsam_split import SizedClosure
+
+    k = min(k, len(targets))
+    return [SizedClosure(functools.partial(closure, x, y), len(y))
             for x, y in zip(torch.tensor_split(inputs, k), torch.tensor_split(targets, k), strict=True)]  # fmt: skip
 
 

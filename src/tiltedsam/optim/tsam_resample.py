@@ -38,9 +38,11 @@ Where the perturbations come from (``ascent=``):
   :math:`d = \rho\, G_{k-1}/\lVert G_{k-1}\rVert` with :math:`G_{k-1}` the gradient the last step
   took at its drawn point (free: no fresh ascent pass; 0 at the first step, which is then
   ``none``).  Passes: s (forward only) + 1, fewer than SAM's 2 when a forward pass costs a
-  third of a forward+backward one.  The direction is kept in the ``state_dict``.
+  third of a forward+backward one.  The unit direction :math:`G_{k-1}/\lVert G_{k-1}\rVert` is
+  kept (per parameter, in the ``state_dict``) and multiplied by the *current* ρ of each group,
+  so a change of ρ takes effect at once; a parameter without one (unfrozen since) adds 0.
 
-On MNIST-1D all three reach TSAM's accuracy within one standard deviation; ``selected`` with
+On MNIST-1D the first three reach TSAM's accuracy within one standard deviation; ``selected`` with
 s = 2 (the default) came closest at the lowest cost (``docs/performance.md``).
 
 A forward-only pass costs about a third of a forward+backward pass, so ``selected``/``shared``
@@ -63,7 +65,8 @@ running statistics (``bn_update="first"``): the first scoring pass, or the clean
 for ``shared``.
 
 Memory: θ and the kept point (two parameter-sized buffers), plus the shared direction during a
-``shared`` step: at most three, independent of s.
+``shared`` step: at most three, independent of s.  ``stale`` keeps its direction between steps
+and builds the next one in a buffer: four.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ from tiltedsam.optim.base import (
     perturbation_defaults,
 )
 from tiltedsam.optim.diagnostics import StepDiagnostics
+from tiltedsam.optim.param_state import ParamState
 from tiltedsam.samplers import NOISE_KINDS, add_noise, ascend
 from tiltedsam.schedules import TiltSchedule
 from tiltedsam.tilt import tilted_objective
@@ -123,9 +127,9 @@ class TSAMResample(PerturbationOptimizer):
         tilt: t in [0, inf]; the resampling probabilities are softmax(t·L) (t = 0: uniform;
             t = inf: uniform over the samples tying for the largest loss).
         num_samples: s >= 1 scored perturbations per step.
-        rho: ascent length ρ (``selected``, ``shared``).
+        rho: ascent length ρ (``selected``, ``shared``, ``stale``).
         noise_radius: radius r of the noise ξ (``noise="gaussian"`` or ``"ball"``, as TSAM).
-        ascent: ``"selected"``, ``"shared"`` or ``"none"`` (see the module docstring).
+        ascent: ``"selected"``, ``"shared"``, ``"none"`` or ``"stale"`` (module docstring).
         tilt_schedule, total_steps, model, bn_update, seed, nonfinite: as for TSAM.
         **base_kwargs: passed to ``base_optimizer_cls``.
 
@@ -167,14 +171,19 @@ class TSAMResample(PerturbationOptimizer):
             seed=seed,
             **base_kwargs,
         )
-        self._stale: list[Tensor] | None = None  # ascent="stale": the last step's direction
+        # ascent="stale": G/‖G‖ of the last step's gradient, per parameter (ρ applied when used)
+        self._stale = ParamState("stale_direction")
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"stale_direction": self._stale}
+        return {"stale_direction": self._stale.state()}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        stored = state.get("stale_direction")
-        self._stale = None if stored is None else [t.clone() for t in stored]
+        self._stale.load(state.get("stale_direction"), self.param_groups)
+
+    @property
+    def extra_buffers(self) -> int:
+        """Parameter-sized buffers beyond the base optimizer's (``stale``: its direction too)."""
+        return super().extra_buffers + (1 if self.ascent == "stale" else 0)
 
     @property
     def passes_per_step(self) -> int:
@@ -206,8 +215,8 @@ class TSAMResample(PerturbationOptimizer):
         kept = ctx.buffer("selected")
         noise_free = all(r == 0.0 for r in ctx.radii("noise_radius"))
         direction: list[Tensor] | None = None
-        if self.ascent == "stale":
-            direction = self._stale  # None at the first step: no ascent yet
+        if self.ascent == "stale" and self._stale:  # none at the first step: no ascent yet
+            direction = self._stale.get(self.param_groups, params)  # G/‖G‖: ρ applied below
         if self.ascent == "shared":
             ctx.evaluate(closure)
             direction = ctx.grads()  # scaled in place to ρ g/‖g‖ (kept alive here)
@@ -223,8 +232,11 @@ class TSAMResample(PerturbationOptimizer):
             if j > 0 and noise_free:
                 ctx.restore()  # add_noise leaves the parameters alone at radius 0
             add_noise(ctx, "noise_radius", self.noise)
-            if direction is not None:
+            if direction is not None and self.ascent == "shared":
                 torch._foreach_add_(params, direction)
+            elif direction is not None:  # stale: θ + ξ_j + ρ d with this step's ρ of each group
+                for group, ps, block in ctx.blocks(direction):
+                    torch._foreach_add_(ps, block, alpha=float(group["rho"]))
             loss = ctx.score(closure, forward_only)  # forward only when the closure allows
             losses.append(loss)
             wide = loss.to(key_dtype)
@@ -252,16 +264,15 @@ class TSAMResample(PerturbationOptimizer):
         grads = ctx.grads()
         ctx.restore()
         upcoming = None
-        if self.ascent == "stale":  # next step's direction: ρ G / ‖G‖ of this step's gradient
-            inv_norm = global_norm(grads).add_(1e-12).reciprocal_()
-            upcoming = [g.detach().clone() for g in grads]
-            for group, _ps, block in ctx.blocks(upcoming):
-                torch._foreach_mul_(block, inv_norm * float(group["rho"]))
+        if self.ascent == "stale":  # next step's direction: G / ‖G‖ of this step's gradient
+            upcoming = ctx.buffer("upcoming")
+            torch._foreach_copy_(upcoming, grads)
+            torch._foreach_mul_(upcoming, global_norm(grads).add_(1e-12).reciprocal_())
         scored = torch.stack(losses)
         objective = tilted_objective(scored, t)
         took = self._finish_step(grads, torch.cat([scored, final.reshape(1)]))
         if upcoming is not None and took:  # a skipped (non-finite) step leaves it as it was
-            self._stale = upcoming
+            self._stale.set(self.param_groups, params, upcoming)
         self.last_step = ResampleDiagnostics(
             tilt=t,
             weight_tilt=t,

@@ -22,14 +22,18 @@ weighs data as well as sharpness: shard j's key is
   much the ascent raised the shard's loss (free: the first pass gives
   :math:`L_{B_j}(\theta+\xi_j)`), which removes the shard's own difficulty.
 
-At t = 0 and equal shards, g is the gradient of the batch mean at shard-wise perturbed points,
-i.e. m-sharpness SAM (Foret et al.) with noise.  With s = 1 it is TSAM with s = 1 (same noise,
+Shards of unequal size (a batch of N = 10 in 3 shards: 4, 3, 3) weigh by their share of the
+batch, :math:`w \propto n_j e^{t k_j}`, and the returned objective is
+:math:`\frac1t\log\sum_j \frac{n_j}{N} e^{t L_j}`; so at t = 0, g is the gradient of the batch
+mean at shard-wise perturbed points, i.e. m-sharpness SAM (Foret et al.) with noise.  A batch of
+fewer than s examples is cut into one shard per example (fewer perturbations that step).  With s = 1 it is TSAM with s = 1 (same noise,
 same result).  BatchNorm statistics are per shard, as in m-sharpness; with ``model=`` the
 running statistics are kept from the first pass only (``bn_update="first"``), i.e. shard 1's.
 
 The closure: a :class:`~tiltedsam.closures.ModelClosure` (``make_closure(model, loss_fn, x, y)``)
-is cut with its ``shards(s)``; or pass a sequence of s closures, one per shard, each returning
-its shard's *mean* loss (shards of equal size make the t = 0 average the batch mean).  The s
+is cut with its ``shards(s)``; or pass a sequence of (at most) s closures, one per shard, each
+returning its shard's *mean* loss; a closure with a ``num_examples`` attribute (a
+:class:`SizedClosure`, or a ``ModelClosure``) is weighted by it, else the shards count equally.  The s
 shard passes run one after another: on a CPU, 2s small passes cost more than 2 large ones
 (``docs/performance.md`` measures it); a ``vmap`` over shards (one call for the s shards, as
 TSAM's batched path does for samples) is the way on a GPU and is not written yet.
@@ -56,13 +60,20 @@ TILT_ON = ("loss", "rise")
 
 
 def shard_closures(closure: Any, num_shards: int) -> list[Callable[[], Tensor]]:
-    """The per-shard closures of ``closure``: its ``shards(num_shards)`` (a ``ModelClosure``), or
-    the sequence itself when it holds ``num_shards`` closures; a clear error otherwise."""
+    """The per-shard closures of ``closure``: its ``shards(num_shards)`` (a ``ModelClosure``;
+    fewer shards for a batch of fewer examples), or the sequence itself when it holds 1 to
+    ``num_shards`` callables; a clear error otherwise."""
     if isinstance(closure, Sequence) and not isinstance(closure, str | bytes):
-        if len(closure) != num_shards or not all(callable(c) for c in closure):
+        if not 1 <= len(closure) <= num_shards:
             raise ValueError(
-                f"tsam-split needs num_samples = {num_shards} shard closures, got a sequence of "
-                f"{len(closure)}"
+                f"tsam-split needs 1 to num_samples = {num_shards} shard closures (one per "
+                f"shard of the batch), got a sequence of {len(closure)}"
+            )
+        bad = [i for i, c in enumerate(closure) if not callable(c)]
+        if bad:
+            raise TypeError(
+                f"tsam-split: shard closure {bad[0]} is a {type(closure[bad[0]]).__name__}, "
+                "not a callable that returns the shard's mean loss"
             )
         return list(closure)
     if hasattr(closure, "shards"):
@@ -74,19 +85,47 @@ def shard_closures(closure: Any, num_shards: int) -> list[Callable[[], Tensor]]:
     )
 
 
-@dataclass
+def shard_sizes(shards: Sequence[Any]) -> list[int] | None:
+    """Each shard's ``num_examples`` (its weight in the batch mean), or None when a shard does
+    not say (the shards then count equally); an empty shard is an error."""
+    sizes = [getattr(shard, "num_examples", None) for shard in shards]
+    if any(n is None for n in sizes):
+        return None
+    for j, n in enumerate(sizes):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"tsam-split: shard {j} holds {n!r} examples, must be an int >= 1")
+    return sizes
+
+
+class SizedClosure:
+    """A shard closure with its ``num_examples``: ``fn()`` returns the shard's mean loss."""
+
+    def __init__(self, fn: Callable[[], Tensor], num_examples: int) -> None:
+        self.fn, self.num_examples = fn, num_examples
+
+    def __call__(self) -> Tensor:
+        return self.fn()
+
+
+@dataclass(kw_only=True)
 class SplitDiagnostics(StepDiagnostics):
     """``StepDiagnostics`` of the shards: ``losses`` at the perturbed points, ``keys`` what the
     weights softmax(t·key) were taken of (the losses, or the rises with ``tilt_on="rise"``)."""
 
     keys: Tensor | None = None
+    prior: Tensor | None = None  # the shards' sizes (None: equal)
 
     @cached_property
     def weights(self) -> Tensor:
         keys = self.losses if self.keys is None else self.keys
         if self.mask is not None:
-            return masked_weights(keys, self.mask, self.weight_tilt)
-        return tilted_weights(keys, self.weight_tilt)
+            weights = masked_weights(keys, self.mask, self.weight_tilt)
+        else:
+            weights = tilted_weights(keys, self.weight_tilt)
+        if self.prior is None:
+            return weights
+        weighted = weights * self.prior.to(weights)  # softmax(t·k + log n_j)
+        return weighted / weighted.sum()
 
 
 class TSAMSplit(TSAM):
@@ -156,13 +195,16 @@ class TSAMSplit(TSAM):
         if closure is None:
             self._require_closure(closure)  # the usual "step() requires a closure" error
         shards = shard_closures(closure, self.num_samples)
+        sizes = shard_sizes(shards)
+        equal = sizes is None or len(set(sizes)) == 1
         t = self.tilt
         ctx = self._begin_step()
         accumulator = TiltedAccumulator(t, buffers=ctx.buffer("tilted_grad"))
         per_sample = self.nonfinite == "skip_sample"
         losses, valid = [], []
         noise = self.sampler.noise
-        for shard in shards:
+        for j, shard in enumerate(shards):
+            prior = 1.0 if equal else float(sizes[j])
             add_noise(ctx, "noise_radius", noise)  # θ + ξ_j
             start = ctx.evaluate(shard)  # L_Bj(θ + ξ_j)
             ascend(ctx, ctx.grads(), "rho")  # θ + ε_j
@@ -172,9 +214,9 @@ class TSAMSplit(TSAM):
             grads = ctx.grads()
             if per_sample:
                 valid.append(torch.isfinite(key) & _all_finite(grads))
-                accumulator.add(key, grads, valid=valid[-1])
+                accumulator.add(key, grads, valid=valid[-1], prior=prior)
             else:
-                accumulator.add(key, grads)
+                accumulator.add(key, grads, prior=prior)
             del grads
             ctx.restore()
         mask = torch.stack(valid) if per_sample else None
@@ -187,10 +229,11 @@ class TSAMSplit(TSAM):
             self._skipped_samples += (~mask).sum().to(self._skipped_samples.device)
             none_left = torch.where(mask.any(), 0.0, math.nan).to(stacked).reshape(1)
             took = self._finish_step(grads, torch.cat([torch.where(mask, stacked, 0.0), none_left]))
-        objective = tilted_objective(stacked, t, mask=mask)
+        prior = None if equal else torch.tensor(sizes, dtype=stacked.dtype, device=stacked.device)
+        objective = tilted_objective(stacked, t, mask=mask, prior=prior)
         self.last_step = SplitDiagnostics(tilt=t, weight_tilt=t, losses=stacked,
                                           objective=objective, took_step=took, mask=mask,
-                                          keys=keys)  # fmt: skip
+                                          keys=keys, prior=prior)  # fmt: skip
         return objective
 
     def _repr_items(self) -> list[tuple[str, Any]]:
@@ -205,4 +248,11 @@ def _all_finite(grads: list[Tensor]) -> Tensor:
     return torch.stack([torch.isfinite(g).all() for g in grads]).all()
 
 
-__all__ = ["TILT_ON", "SplitDiagnostics", "TSAMSplit", "shard_closures"]
+__all__ = [
+    "TILT_ON",
+    "SizedClosure",
+    "SplitDiagnostics",
+    "TSAMSplit",
+    "shard_closures",
+    "shard_sizes",
+]
