@@ -115,3 +115,20 @@ def test_empty_flatness_seeds_skip_the_flatness_phase_and_empty_seeds_are_refuse
     assert list((tmp_path / "out").rglob("analysis.json")) == []
     with pytest.raises(ValueError, match="seeds must hold at least one seed"):
         _config(seeds=())
+
+
+def test_every_shipped_study_config_loads_with_equal_budgets(tmp_path):
+    """configs/evidence and configs/cheap: each is a valid study whose methods get the same
+    number of configurations (checked before a single run, as ``tiltedsam study`` does)."""
+    from pathlib import Path
+
+    from tiltedsam.experiments.study import load_study_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted((root / "evidence").glob("*.toml")) + sorted((root / "cheap").glob("*.toml"))
+    assert len(paths) >= 16
+    for path in paths:
+        study = Study(load_study_config(path), tmp_path / path.stem)
+        study.check()
+        budgets = {m: study.budget(m) for m in study.config.search}
+        assert len(set(budgets.values())) == 1, (path.name, budgets)
