@@ -82,11 +82,16 @@ def _add_executor_args(swp: Parser) -> None:
     swp.add_argument("--gpus-per-run", type=float, default=None,
                      help="ray: GPUs of each run, e.g. 1 or 0.5 (default: 0)")  # fmt: skip
     swp.add_argument("--max-retries", type=int, default=None,
-                     help="ray: times a run whose worker died is started again (default: 3)")  # fmt: skip
+                     help="times the runs of a worker that died are started again (default: 3)")  # fmt: skip
     swp.add_argument("--search", default=None, choices=SAMPLERS,
                      help="adaptive search instead of the whole grid: tpe (pip install "
                           "'tiltedsam[optuna]'); each grid entry is a space (default: the grid)")  # fmt: skip
-    swp.add_argument("--trials", type=int, default=None, help="--search: trials per grid entry (default: none; required with --search)")
+    swp.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="--search: trials per grid entry (default: none; required with --search)",
+    )
 
 
 def build_parser() -> Parser:

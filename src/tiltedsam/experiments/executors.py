@@ -112,25 +112,39 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """``workers`` processes on this machine (one: in this process)."""
+    """``workers`` processes on this machine (one: in this process).  A pool whose worker died
+    (SIGKILL, out of memory) is replaced, up to ``max_retries`` times per ``run``: finished runs
+    are read back, the killed one resumes from its checkpoint."""
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, max_retries: int = 3) -> None:
         self.workers = self.slots = check_int_at_least("workers", workers, 1)
+        self.max_retries = check_int_at_least("max_retries", max_retries, 0)
 
     def run(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
         threads = max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else None
         jobs = [replace(job, threads=job.threads or threads) for job in jobs]
-        if self.workers > 1:
-            from tiltedsam.experiments.workers import worker_pool
-
-            with worker_pool(self.workers) as pool:  # workers die with this process
-                results = list(pool.map(run_job, jobs))
-                # Runs another sweep held: wait for them (or train them if it gave up).
-                waiting = [job for job, r in zip(jobs, results, strict=True) if r is None]
-                waited = iter(list(pool.map(_run_waiting, waiting)))
-        else:
+        if self.workers == 1:
             results = [run_job(job) for job in jobs]
             waited = (_run_waiting(job) for job, r in zip(jobs, results, strict=True) if r is None)
+            return [r if r is not None else next(waited) for r in results]
+        from concurrent.futures.process import BrokenProcessPool
+
+        for attempt in range(self.max_retries + 1):
+            try:
+                return self._pool_run(jobs)
+            except BrokenProcessPool:
+                if attempt == self.max_retries:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pool_run(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        from tiltedsam.experiments.workers import worker_pool
+
+        with worker_pool(self.workers) as pool:  # workers die with this process
+            results = list(pool.map(run_job, jobs))
+            # Runs another sweep held: wait for them (or train them if it gave up).
+            waiting = [job for job, r in zip(jobs, results, strict=True) if r is None]
+            waited = iter(list(pool.map(_run_waiting, waiting)))
         return [r if r is not None else next(waited) for r in results]
 
     def close(self) -> None:

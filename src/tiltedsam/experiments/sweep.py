@@ -144,10 +144,11 @@ def make_executor(name: str, *, workers: int = 1, **ray_options: Any) -> Executo
     :class:`~tiltedsam.experiments.ray_executor.RayExecutor`)."""
     check_choice("executor", name, EXECUTORS)
     if name == "local":
+        retries = ray_options.pop("max_retries", None)
         given = sorted(k for k, v in ray_options.items() if v is not None)
         if given:
             raise ValueError(f"{', '.join(given)} only apply to --executor ray")
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, 3 if retries is None else retries)
     from tiltedsam.experiments.ray_executor import RayExecutor  # only with --executor ray
 
     return RayExecutor(workers=workers, **{k: v for k, v in ray_options.items() if v is not None})
