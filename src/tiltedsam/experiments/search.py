@@ -36,6 +36,7 @@ from typing import Any
 from tiltedsam._validation import check_choice, check_int_at_least
 from tiltedsam.experiments.executors import Executor, Job
 from tiltedsam.experiments.selection import _grid_values
+from tiltedsam.optim import method_info
 from tiltedsam.optim.specs import _parse_value
 
 SAMPLERS = ("tpe",)
@@ -83,6 +84,7 @@ class Dimension:
 def parse_space(entry: str) -> tuple[str, list[Dimension]]:
     """A grid entry (``tsam:tilt=0/5/20,lr=0.03/0.3``) as a method name and its dimensions."""
     name, _, rest = entry.partition(":")
+    defaults = {"lr": 0.1, "weight_decay": 0.0, **method_info(name.strip()).defaults}
     dims = []
     for item in filter(None, rest.split(",")):
         key, sep, text = item.partition("=")
@@ -93,7 +95,11 @@ def parse_space(entry: str) -> tuple[str, list[Dimension]]:
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
         if len(set(raw)) == 1:
             kind = "fixed"
-        elif numeric and all(isinstance(v, int) for v in values):
+        elif (
+            numeric
+            and all(isinstance(v, int) for v in values)
+            and not isinstance(defaults.get(key.strip()), float)
+        ):  # an int option (num_samples); tilt=0/5/20 is a float option written as ints
             kind = "int"
         elif numeric and min(values) > 0:
             kind = "log"
