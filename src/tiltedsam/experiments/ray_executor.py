@@ -66,11 +66,12 @@ class RayExecutor:
         self.max_retries = check_int_at_least("max_retries", max_retries, 0)
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise ValueError(f"ray address must be 'auto' or HOST:PORT, got {address!r}")
-        self.started = address is None and not ray.is_initialized()
+        self.connected = not ray.is_initialized()  # by this executor (else: by the caller)
+        self.started = address is None and self.connected
         if self.started:
             ray.init(num_cpus=workers * self.cpus_per_run, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)  # fmt: skip
-        elif not ray.is_initialized():
+        elif self.connected:
             ray.init(address=address, log_to_driver=False, configure_logging=False)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if cpus < self.cpus_per_run:
@@ -114,10 +115,10 @@ class RayExecutor:
         return [r for r in results if r is not None]
 
     def close(self) -> None:
-        """Disconnect; a local cluster this executor started is shut down with it (a joined
-        one keeps running)."""
+        """Disconnect if this executor connected; a local cluster it started is shut down with
+        it (a joined one keeps running, a connection the caller made stays)."""
         ray = _ray()
-        if ray.is_initialized():
+        if self.connected and ray.is_initialized():
             ray.shutdown()
 
 
