@@ -3,7 +3,8 @@
 
 * The cluster: ``address`` ``auto`` or ``HOST:PORT`` joins a running one (``ray start``); without
   an address a local cluster is started with ``workers × cpus_per_run`` CPUs and shut down when
-  the sweep ends.
+  the sweep ends; if the driver is killed, :mod:`~tiltedsam.experiments.reaper` ends what Ray
+  leaves running.
 * Placement: a task asks for ``cpus_per_run`` CPUs (also the run's torch threads) and
   ``gpus_per_run`` GPUs (Ray sets ``CUDA_VISIBLE_DEVICES``; the run trains on ``--device``, which
   must then be ``cuda`` or ``auto``).
@@ -68,7 +69,11 @@ class RayExecutor:
             raise ValueError(f"ray address must be 'auto' or HOST:PORT, got {address!r}")
         self.connected = not ray.is_initialized()  # by this executor (else: by the caller)
         self.started = address is None and self.connected
-        if self.started:
+        self._reaper = None
+        if self.started:  # killed, this driver leaves no process of it behind (reaper.py)
+            from tiltedsam.experiments.reaper import start_reaper
+
+            self._reaper = start_reaper()
             ray.init(num_cpus=workers * self.cpus_per_run, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)  # fmt: skip
         elif self.connected:
@@ -120,6 +125,10 @@ class RayExecutor:
         ray = _ray()
         if self.connected and ray.is_initialized():
             ray.shutdown()
+        if self._reaper is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
 
 
 __all__ = ["RayExecutor"]
