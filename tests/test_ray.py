@@ -89,3 +89,15 @@ def test_ray_options_are_checked(cluster):
         RayExecutor(gpus_per_run=1)
     with pytest.raises(ValueError, match="cpus_per_run must be an int >= 1"):
         RayExecutor(cpus_per_run=0)
+
+
+def test_search_tpe_through_the_ray_executor(cluster, tmp_path, capsys):
+    """Ask/tell in the driver, the runs (and the pruner's hook) in Ray tasks."""
+    data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
+    out = tmp_path / "out"
+    args = _args(data, out, "--executor", "ray", "--search", "tpe", "--trials", "2")
+    args[args.index("sam:rho=0.05/0.1")] = "sam:rho=0.02/0.1"
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("sam:rho=0.02/0.1 trial") == 2
+    assert (out / "optuna.journal").exists() and (out / "report.md").exists()
+    assert 1 <= len(list(out.glob("runs/sam/*/summary.json"))) <= 2

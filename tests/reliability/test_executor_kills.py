@@ -124,3 +124,33 @@ def test_the_reaper_ends_the_descendants_of_a_killed_driver():
     parent.communicate(timeout=30)  # EOF once the reaper has ended the holders of the pipe
     wait_until(lambda: not any(alive(p) for p in family), 10,
                f"left behind: {[p for p in family if alive(p)]}")  # fmt: skip
+
+
+def test_a_killed_search_driver_is_restarted_and_resumes_its_trials(tmp_path):
+    """--search tpe: the trial left running is failed, its point asked again, its run resumed."""
+    pytest.importorskip("optuna")
+    data = write_mnist(tmp_path / "mnist.npz", train=240, test=40)
+    out = tmp_path / "out"
+    args = ("sweep", "--search", "tpe", "--trials", "2", "--grid", "sam:rho=0.02/0.1",
+            "--seeds", "0", "--dataset", "mnist", "--data-path", str(data), "--model", "mlp",
+            "--epochs", str(EPOCHS), "--batch-size", "32", "--val-size", "20", "--out", str(out))  # fmt: skip
+    parent = cli(*args)
+    _, run = _training_pid(out, parent)
+    parent.send_signal(signal.SIGKILL)
+    parent.communicate(timeout=60)
+    assert not (run / "summary.json").exists()
+    again = cli(*args)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert (run / "summary.json").exists()  # the orphan's point was asked again and resumed
+    for summary in out.glob("runs/sam/*/summary.json"):
+        history = json.loads(summary.read_text())["result"]["history"]
+        assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
+    import optuna
+
+    study = optuna.load_study(study_name="sam:rho=0.02/0.1",
+                              storage=optuna.storages.JournalStorage(
+                                  optuna.storages.journal.JournalFileBackend(
+                                      str(out / "optuna.journal"))))  # fmt: skip
+    states = sorted(t.state.name for t in study.trials)
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 2
