@@ -130,8 +130,10 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
 
 
 def test_executor_options_are_checked_before_anything_is_written(tmp_path):
-    with pytest.raises(ValueError, match="cpus_per_run only apply to --executor ray"):
+    with pytest.raises(ValueError, match=r"cpus_per_run \(--cpus-per-run\) only apply to"):
         make_executor("local", cpus_per_run=2)
+    with pytest.raises(ValueError, match=r"address \(--ray-address\) only apply to --executor"):
+        make_executor("local", address="auto")
     with pytest.raises(ValueError, match="executor must be one of"):
         make_executor("slurm")
     with pytest.raises(ValueError, match="max_retries"):
@@ -139,3 +141,13 @@ def test_executor_options_are_checked_before_anything_is_written(tmp_path):
     with pytest.raises(ValueError, match="--search and --trials go together"):
         sweep(["erm"], trials=3, out=tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_command_line_offers_what_the_modules_accept():
+    from tiltedsam import cli
+    from tiltedsam.experiments import run_control, search
+    from tiltedsam.experiments import sweep as sweep_module
+
+    assert cli.EXECUTORS == sweep_module.EXECUTORS
+    assert cli.SAMPLERS == search.SAMPLERS
+    assert cli.DEVICES == run_control.DEVICES

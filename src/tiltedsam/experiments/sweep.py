@@ -147,7 +147,9 @@ def make_executor(name: str, *, workers: int = 1, **ray_options: Any) -> Executo
         retries = ray_options.pop("max_retries", None)
         given = sorted(k for k, v in ray_options.items() if v is not None)
         if given:
-            raise ValueError(f"{', '.join(given)} only apply to --executor ray")
+            flags = ", ".join(f"{k} (--{'ray-' if k == 'address' else ''}{k.replace('_', '-')})"
+                              for k in given)  # fmt: skip
+            raise ValueError(f"the option(s) {flags} only apply to --executor ray")
         return LocalExecutor(workers, 3 if retries is None else retries)
     from tiltedsam.experiments.ray_executor import RayExecutor  # only with --executor ray
 
