@@ -346,7 +346,10 @@ def train_run(
     if data.y_train_clean is not None:
         train_acc_clean = evaluate(model, data.x_train, data.y_train_clean)[1]
     if save_model is not None:
-        save_torch(save_model, model.state_dict())
+        state = model.state_dict()
+        if where.type != "cpu":  # CPU tensors: any machine reads the file
+            state = {k: v.cpu() for k, v in state.items()}
+        save_torch(save_model, state)
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
     last = history[-1]
     return RunResult(
