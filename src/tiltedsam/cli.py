@@ -21,6 +21,10 @@ from tiltedsam.cli_options import (
 )
 from tiltedsam.experiments.checkpoint import CheckpointError
 from tiltedsam.experiments.configs import DataConfig, GlueConfig, TrainConfig
+from tiltedsam.experiments.run_control import DEVICES
+
+EXECUTORS = ("local", "ray")  # tiltedsam.experiments.executors (not imported: the CLI starts fast)
+SAMPLERS = ("tpe",)  # tiltedsam.experiments.search
 
 # Errors a user can act on from the message alone: printed as ``error: ...``, exit status 2.
 # FloatingPointError is a diverged run (its message says what to change); CheckpointError a
@@ -61,6 +65,35 @@ def _add_training_args(cmd: Parser, val_size: int | float = 0) -> None:
     add_config_options(cmd, TrainConfig)
 
 
+DEVICE_HELP = "where runs train: auto (CUDA when available), cpu or cuda; not part of a run's key"
+
+
+def _add_executor_args(swp: Parser) -> None:
+    """``sweep``'s executors (local, ray) and adaptive search (docs/how-to/ray.md)."""
+    swp.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
+    swp.add_argument("--executor", default="local", choices=EXECUTORS,
+                     help="local: --workers processes here; ray: Ray tasks (pip install "
+                          "'tiltedsam[ray]')")  # fmt: skip
+    swp.add_argument("--ray-address", default=None,
+                     help="ray: auto or HOST:PORT of a running cluster (default: start a local "
+                          "one with --workers x --cpus-per-run CPUs)")  # fmt: skip
+    swp.add_argument("--cpus-per-run", type=int, default=None,
+                     help="ray: CPUs (and torch threads) of each run (default: 1)")  # fmt: skip
+    swp.add_argument("--gpus-per-run", type=float, default=None,
+                     help="ray: GPUs of each run, e.g. 1 or 0.5 (default: 0)")  # fmt: skip
+    swp.add_argument("--max-retries", type=int, default=None,
+                     help="times the runs of a worker that died are started again (default: 3)")  # fmt: skip
+    swp.add_argument("--search", default=None, choices=SAMPLERS,
+                     help="adaptive search instead of the whole grid: tpe (pip install "
+                          "'tiltedsam[optuna]'); each grid entry is a space (default: the grid)")  # fmt: skip
+    swp.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="--search: trials per grid entry (default: none; required with --search)",
+    )
+
+
 def build_parser() -> Parser:
     from tiltedsam import __version__
 
@@ -81,6 +114,7 @@ def build_parser() -> Parser:
                      help="output directory: summary.md, results.csv, metrics.csv, accuracy.png "
                           "and one folder per run under runs/")  # fmt: skip
     cmp.add_argument("--rerun", action="store_true", help="train again even if finished")
+    cmp.add_argument("--device", default="cpu", choices=DEVICES, help=DEVICE_HELP)
     cmp.add_argument("--no-progress", action="store_true",
                      help="no progress output (on a terminal: bars; in a log: a line per epoch)")  # fmt: skip
     swp = parser.add_command(
@@ -102,6 +136,7 @@ def build_parser() -> Parser:
     )
     swp.add_argument("--out", default="runs/sweep",
                      help="output directory: report.md, sweep.json, the plots and runs/")  # fmt: skip
+    _add_executor_args(swp)
     std = parser.add_command(
         sub,
         "study",

@@ -19,7 +19,7 @@ def compare(args: argparse.Namespace) -> None:
     run_compare(args.methods, seeds=args.seeds, config=config_from_args(TrainConfig, args),
             dataset=data.dataset, data_path=data.data_path, out=args.out,
             progress=not args.no_progress, rerun=args.rerun, label_noise=data.label_noise,
-            val_size=data.val_size, train_subset=data.train_subset)  # fmt: skip
+            val_size=data.val_size, train_subset=data.train_subset, device=args.device)  # fmt: skip
     print((Path(args.out) / "summary.md").read_text())
     print(f"Wrote {args.out}/summary.md, results.csv, metrics.csv, accuracy.png")
 
@@ -31,7 +31,11 @@ def sweep(args: argparse.Namespace) -> None:
     run_sweep(args.grid, seeds=args.seeds, config=config_from_args(TrainConfig, args),
           dataset=data.dataset, data_path=data.data_path, label_noise=data.label_noise,
           val_size=data.val_size, train_subset=data.train_subset, out=args.out,
-          workers=args.workers, select_seeds=args.select_seeds)  # fmt: skip
+          workers=args.workers, select_seeds=args.select_seeds, executor=args.executor,
+          device=args.device, search=args.search, trials=args.trials,
+          log=lambda line: print(line, flush=True), address=args.ray_address,
+          cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+          max_retries=args.max_retries)  # fmt: skip
     print(Path(args.out, "report.md").read_text())
 
 

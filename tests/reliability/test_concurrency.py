@@ -15,8 +15,8 @@ import time
 import pytest
 
 from tiltedsam._files import write_json
+from tiltedsam.experiments import executors as executors_module
 from tiltedsam.experiments import store as store_module
-from tiltedsam.experiments import sweep as sweep_module
 from tiltedsam.experiments.store import claim_run
 
 from .conftest import subprocess_env, write_mnist
@@ -31,16 +31,17 @@ SEEDS = [0, 1]
 SWEEP = """
 import json, os, sys, time
 from pathlib import Path
+import tiltedsam.experiments.executors as ex
 import tiltedsam.experiments.sweep as sw
 from tiltedsam.experiments.train import TrainConfig
 
 out, log, data, name, grid, seeds = sys.argv[1:7]
-real = sw.train_run
+real = ex.train_run
 def logged(spec, data, config, seed, **kw):
     with open(log, "a") as handle:
         handle.write(f"{spec.label} {seed} {name}\\n")
     return real(spec, data, config, seed, **kw)
-sw.train_run = logged
+ex.train_run = logged
 Path(out + "." + name + ".ready").touch()
 while not Path(out + ".go").exists():
     time.sleep(0.01)
@@ -118,12 +119,14 @@ def test_a_claim_dies_with_its_process_even_on_sigkill(tmp_path):
 def test_a_run_finished_while_claiming_is_not_trained_again(tmp_path, monkeypatch):
     """The race the re-check closes: a run is seen unfinished, another sweep finishes it, then
     this one gets the claim.  It must read the result, not train the run again."""
+    from tiltedsam.experiments.compare import run_config
     from tiltedsam.experiments.configs import DataConfig, TrainConfig
+    from tiltedsam.experiments.executors import Job
     from tiltedsam.optim import parse_method
 
     data, config = DataConfig("mnist1d"), TrainConfig()
-    job = {"spec": "erm", "seed": 0, "root": str(tmp_path), "data": data, "config": config}
-    run = sweep_module.run_config(parse_method("erm"), 0, data.settings(), config)
+    job = Job("erm", 0, str(tmp_path), data, config)
+    run = run_config(parse_method("erm"), 0, data.settings(), config)
     directory = run.directory(tmp_path)
     write_json(directory / "summary.json", {"config": run.as_dict(), "result": {"ok": 1}})
     real = store_module.read_summary
@@ -134,8 +137,8 @@ def test_a_run_finished_while_claiming_is_not_trained_again(tmp_path, monkeypatc
         return None if len(calls) == 1 else real(*args)
 
     monkeypatch.setattr(store_module, "read_summary", first_sees_nothing)
-    monkeypatch.setattr(sweep_module, "train_run", lambda *a, **k: pytest.fail("trained twice"))
-    assert sweep_module._run_one(job)["ok"] == 1
+    monkeypatch.setattr(executors_module, "train_run", lambda *a, **k: pytest.fail("trained twice"))
+    assert executors_module.run_job(job)["ok"] == 1
     assert len(calls) == 2 and not (directory / "claim").exists()
 
 

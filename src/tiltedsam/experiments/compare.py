@@ -11,6 +11,7 @@ from tiltedsam.data import ArrayDataset
 from tiltedsam.experiments.configs import DataConfig, TrainConfig, settings
 from tiltedsam.experiments.progress import progress_bar
 from tiltedsam.experiments.report import write_compare_report
+from tiltedsam.experiments.run_control import resolve_device
 from tiltedsam.experiments.store import RunConfig, full_options, run_or_load
 from tiltedsam.experiments.train import check_method, check_seeds, train_run
 from tiltedsam.optim import MethodSpec, expand_methods, parse_method
@@ -46,6 +47,7 @@ def compare(
     label_noise: float = 0.0,
     val_size: int | float = 0,
     train_subset: int | None = None,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Train every method spec with every seed; write per-run results, a table and a plot.
 
@@ -55,7 +57,8 @@ def compare(
     ``tiltedsam analyze``).  Outputs in ``out``: ``results.csv`` (one row per run),
     ``metrics.csv`` (one row per epoch), ``results.json``, ``summary.md`` and ``accuracy.png``.
     ``data`` replaces the named data set (e.g. data made by a test; its content is hashed into
-    the runs' configurations).
+    the runs' configurations).  ``device`` (``auto``, ``cpu``, ``cuda``) is where runs train;
+    it is recorded in each run's result, not in its key.
     """
     config = config or TrainConfig()
     specs = [parse_method(m) for m in expand_methods(list(methods))]
@@ -63,6 +66,7 @@ def compare(
     if len(set(labels)) != len(labels):
         raise ValueError(f"methods must be distinct, got {labels}")
     seeds = check_seeds(seeds)
+    resolve_device(device)  # a bad or missing device fails before any training
     for spec in specs:  # fail before any training, not after the first methods have run
         check_method(spec, config)
     root = Path(out)
@@ -83,7 +87,7 @@ def compare(
             return train_run(spec, data, config, seed, progress=progress, position=1,
                              save_model=directory / "model.pt",
                              checkpoint=directory / "checkpoint.pt",
-                             metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
+                             metrics=directory / "metrics.jsonl", device=device).to_dict()  # fmt: skip
 
         def waiting(directory: Path, spec=spec, seed=seed) -> None:
             outer.write(f"{spec.label} seed {seed}: another process is training it; waiting")

@@ -16,45 +16,19 @@ complete report.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tiltedsam._files import write_json
-from tiltedsam._validation import check_int_at_least
-from tiltedsam.data.fingerprint import DataIdentity
-from tiltedsam.experiments.compare import run_config
+from tiltedsam._validation import check_choice, check_int_at_least
 from tiltedsam.experiments.configs import DataConfig, TrainConfig
+from tiltedsam.experiments.executors import Executor, LocalExecutor, make_jobs
 from tiltedsam.experiments.report import sweep_settings, write_sweep_report
+from tiltedsam.experiments.run_control import DEVICES
 from tiltedsam.experiments.selection import expand_grid, select_on_validation
-from tiltedsam.experiments.store import run_or_load
-from tiltedsam.experiments.train import check_method, check_seeds, train_run
-from tiltedsam.experiments.workers import worker_pool
+from tiltedsam.experiments.train import check_method, check_seeds
 from tiltedsam.optim import parse_method
-
-
-def _run_one(job: dict[str, Any], wait: bool = False) -> dict[str, Any] | None:
-    """Train one grid point × seed unless finished; None if another live process holds it."""
-    spec, data, config = parse_method(job["spec"]), job["data"], job["config"]
-
-    def train(directory: Path) -> dict[str, Any]:
-        if job.get("threads"):
-            import torch
-
-            torch.set_num_threads(job["threads"])
-        return train_run(spec, data.load(), config, job["seed"], progress=False,
-                         save_model=directory / "model.pt",
-                         checkpoint=directory / "checkpoint.pt",
-                         metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
-
-    run = run_config(spec, job["seed"], data.settings(), config)
-    result = run_or_load(job["root"], run, train, wait=wait, identity=lambda: job["identity"])
-    return None if result is None else {**result, "method": spec.label, "config": run.as_dict()}
-
-
-def _run_waiting(job: dict[str, Any]) -> dict[str, Any] | None:
-    return _run_one(job, wait=True)
 
 
 def sweep(
@@ -70,8 +44,20 @@ def sweep(
     out: str | Path = "runs/sweep",
     workers: int = 1,
     select_seeds: Sequence[int] | None = None,
+    executor: str | Executor = "local",
+    device: str = "cpu",
+    search: str | None = None,
+    trials: int | None = None,
+    log: Callable[[str], None] = lambda line: None,
+    **executor_options: Any,
 ) -> list[dict[str, Any]]:
-    """Run every grid point × seed (``workers`` processes), then write the report.
+    """Run every grid point × seed, then write the report.
+
+    ``executor``: ``local`` (``workers`` processes, the default), ``ray`` (``executor_options``:
+    ``address``, ``cpus_per_run``, ``gpus_per_run``, ``max_retries``) or an
+    :class:`~tiltedsam.experiments.executors.Executor`; ``device`` where each run trains (not
+    part of its key).  ``search="tpe"`` samples ``trials`` points per grid entry with Optuna
+    instead of running the whole grid (:mod:`tiltedsam.experiments.search`).
 
     With ``select_seeds`` the sweep has two stages: every grid point runs on ``select_seeds`` only,
     the best configuration of each method is chosen on their mean validation accuracy, and only
@@ -81,6 +67,9 @@ def sweep(
     if not val_size:
         raise ValueError("sweep selects hyperparameters on a validation split: give val_size > 0")
     check_int_at_least("workers", workers, 1)
+    check_choice("device", device, DEVICES)
+    if (search is None) != (trials is None):
+        raise ValueError("--search and --trials go together: --search tpe --trials N")
     config = config or TrainConfig()
     seeds = check_seeds(seeds)
     if select_seeds is not None:
@@ -92,45 +81,76 @@ def sweep(
         raise ValueError(f"grid points must be distinct, got {twice} more than once")
     for spec in specs:  # a bad option fails here, before any process starts
         check_method(parse_method(spec), config)
-    root = Path(out)
-    # The grid (merged with earlier sweeps into this directory) orders the report's ties.
-    earlier = [s for s in sweep_settings(root).get("grid", []) if s not in specs]
-    write_json(root / "sweep.json", {"grid": earlier + specs, "select_seeds":
-                                     list(select_seeds) if select_seeds is not None else None})  # fmt: skip
+    if search is not None:
+        from tiltedsam.experiments.search import check_search
+
+        check_search(search, trials)
     data = DataConfig(dataset=dataset, data_path=data_path, label_noise=label_noise,
                       train_subset=train_subset, val_size=val_size)  # fmt: skip
-    jobs = _Jobs(root, data, config, workers, data.identity())
-    if select_seeds is None:
-        done = jobs.run(specs, seeds)
-    else:
-        done = jobs.run(specs, select_seeds)
-        order = [parse_method(spec).label for spec in specs]
-        winners = list(select_on_validation(done, order).values())
-        done += jobs.run(winners, [s for s in seeds if s not in select_seeds])
+    identity = data.identity()  # computed once here, checked against every stored run
+    own = isinstance(executor, str)
+    if own:  # a bad executor option fails before anything is written
+        executor = make_executor(executor, workers=workers, **executor_options)
+    root = Path(out)
+    _write_settings(root, specs if search is None else [], select_seeds)
+    try:
+        done = _run(executor, specs, grid, seeds, select_seeds, search, trials, config, root,
+                    data, identity, device, log)  # fmt: skip
+    finally:
+        if own:
+            executor.close()
     write_sweep_report(root, done)
     return done
 
 
-class _Jobs:
-    """Grid points × seeds into the run store, in ``workers`` processes."""
+def _run(executor, specs, grid, seeds, select_seeds, search, trials, config, root, data,
+         identity, device, log) -> list[dict[str, Any]]:  # fmt: skip
+    """The grid (or the search) on the selection seeds, then the winners on the other seeds."""
 
-    def __init__(self, root: Path, data: DataConfig, config: TrainConfig, workers: int,
-                 identity: DataIdentity) -> None:  # fmt: skip
-        self.root, self.data, self.config, self.workers = root, data, config, workers
-        self.identity = identity  # computed once here, checked against every stored run
+    def make(specs: Sequence[str], seeds: Sequence[int]) -> list:
+        return make_jobs(specs, seeds, root=root, data=data, config=config, identity=identity,
+                         device=device)  # fmt: skip
 
-    def run(self, specs: Sequence[str], seeds: Sequence[int]) -> list[dict[str, Any]]:
-        threads = max(1, (os.cpu_count() or 1) // self.workers) if self.workers > 1 else None
-        jobs = [{"spec": spec, "seed": seed, "root": str(self.root), "data": self.data,
-                 "config": self.config, "threads": threads, "identity": self.identity}
-                for spec in specs for seed in seeds]  # fmt: skip
-        if self.workers > 1:
-            with worker_pool(self.workers) as pool:  # workers die with this process
-                results = list(pool.map(_run_one, jobs))
-                # Runs another sweep held: wait for them (or train them if it gave up).
-                waiting = [job for job, r in zip(jobs, results, strict=True) if r is None]
-                waited = iter(list(pool.map(_run_waiting, waiting)))
-        else:
-            results = [_run_one(job) for job in jobs]
-            waited = (_run_waiting(job) for job, r in zip(jobs, results, strict=True) if r is None)
-        return [r if r is not None else next(waited) for r in results]
+    first = seeds if select_seeds is None else select_seeds
+    if search is None:
+        done = executor.run(make(specs, first))
+    else:  # the sampled points join the grid of sweep.json once the search is done
+        from tiltedsam.experiments.search import search_grid
+
+        done, specs = search_grid(grid, first, trials=trials, epochs=config.epochs, root=root,
+                                  executor=executor, make=make, sampler=search, log=log)  # fmt: skip
+        _write_settings(root, specs, select_seeds)
+    if select_seeds is not None:
+        order = [parse_method(spec).label for spec in specs]
+        winners = list(select_on_validation(done, order).values())
+        done += executor.run(make(winners, [s for s in seeds if s not in select_seeds]))
+    return done
+
+
+def _write_settings(root: Path, specs: Sequence[str], select_seeds: Sequence[int] | None) -> None:
+    """sweep.json: the grid (merged with earlier sweeps into this directory: it orders the
+    report's ties) and the selection seeds."""
+    earlier = [s for s in sweep_settings(root).get("grid", []) if s not in specs]
+    write_json(root / "sweep.json", {"grid": earlier + list(specs), "select_seeds":
+                                     list(select_seeds) if select_seeds is not None else None})  # fmt: skip
+
+
+EXECUTORS = ("local", "ray")
+
+
+def make_executor(name: str, *, workers: int = 1, **ray_options: Any) -> Executor:
+    """``local`` (``workers`` processes) or ``ray`` (``workers`` runs at once on a local
+    cluster it starts, or the cluster at ``address``; ``ray_options``: see
+    :class:`~tiltedsam.experiments.ray_executor.RayExecutor`)."""
+    check_choice("executor", name, EXECUTORS)
+    if name == "local":
+        retries = ray_options.pop("max_retries", None)
+        given = sorted(k for k, v in ray_options.items() if v is not None)
+        if given:
+            flags = ", ".join(f"{k} (--{'ray-' if k == 'address' else ''}{k.replace('_', '-')})"
+                              for k in given)  # fmt: skip
+            raise ValueError(f"the option(s) {flags} only apply to --executor ray")
+        return LocalExecutor(workers, 3 if retries is None else retries)
+    from tiltedsam.experiments.ray_executor import RayExecutor  # only with --executor ray
+
+    return RayExecutor(workers=workers, **{k: v for k, v in ray_options.items() if v is not None})

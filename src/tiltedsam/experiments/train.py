@@ -24,6 +24,7 @@ from tiltedsam.experiments.checkpoint import (
 )
 from tiltedsam.experiments.configs import TrainConfig, settings
 from tiltedsam.experiments.progress import progress_bar
+from tiltedsam.experiments.run_control import Stopped, resolve_device
 from tiltedsam.models import create_model
 from tiltedsam.optim import MethodSpec, PerturbationOptimizer, build_optimizer, run_budget
 from tiltedsam.optim.specs import check_spec
@@ -55,6 +56,8 @@ class RunResult:
     # of the true signal the final model still predicts; 1 - this is the memorised noise share).
     train_accuracy_clean: float | None = None
 
+    device: str | None = None  # where it trained (not part of the run's key)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -65,9 +68,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was_training = model.training
     model.eval()
     total_loss, correct = 0.0, 0
+    device = next(model.parameters()).device
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        target = y[start : start + batch_size]
+        logits = model(x[start : start + batch_size].to(device))
+        target = y[start : start + batch_size].to(device)
         total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
         correct += int((logits.argmax(1) == target).sum())
     model.train(was_training)
@@ -162,6 +166,8 @@ def train_run(
     checkpoint: Path | None = None,
     stop_after_epochs: int | None = None,
     metrics: Path | None = None,
+    device: str = "cpu",
+    on_epoch: Any = None,
 ) -> RunResult:
     """Train ``config.model`` on ``data`` with ``method`` from seed ``seed``; evaluate each epoch.
 
@@ -177,13 +183,19 @@ def train_run(
     ``stop_after_epochs`` ends the call early (to test resumption).  With ``metrics``, the
     per-epoch records are (re)written there as JSON lines after every epoch.  With
     ``save_model``, the final ``model.state_dict()`` is written there (atomically).
+    ``device`` (``auto``, ``cpu``, ``cuda``) is where the model trains (batches are moved there; the data
+    stay on the CPU); it is recorded in the result, not in the run's configuration.  A run
+    checkpointed on a GPU resumes on a GPU.  ``on_epoch(record)`` is called after every epoch's
+    checkpoint and metrics; a true return ends the run with :class:`Stopped`.
 
     An epoch that ends with non-finite parameters raises ``FloatingPointError`` before its
     checkpoint is written, so the last checkpoint holds the last finite state.
     """
+    where = resolve_device(device)
     torch.manual_seed(seed)
     model = create_model(config.model, data.x_train.shape[1:], data.num_classes)
     _check_model_fits_data(model, data, config.model)
+    model.to(where)
     fingerprint = run_fingerprint(method, data, config, seed)
     epochs = config.epochs * run_budget(method)  # ESAM1: TSAM's pass budget
     steps_per_epoch = math.ceil(len(data.x_train) / config.batch_size)
@@ -261,6 +273,7 @@ def train_run(
             inputs, targets = data.x_train[idx], data.y_train[idx]
             if data.augment == "crop_flip":
                 inputs = random_crop_flip(inputs, augment_gen, data.pad_value)
+            inputs, targets = inputs.to(where), targets.to(where)
 
             def closure(inputs=inputs, targets=targets, backward=True):
                 loss = loss_fn(model(inputs), targets)
@@ -324,13 +337,19 @@ def train_run(
             )
         if metrics is not None:
             write_atomic(metrics, "".join(json.dumps(h) + "\n" for h in history))
+        if on_epoch is not None and epoch + 1 < epochs and on_epoch(record):
+            bar.close()
+            raise Stopped(history)
     bar.close()
     train_loss, train_acc = evaluate(model, data.x_train, data.y_train)
     train_acc_clean = None
     if data.y_train_clean is not None:
         train_acc_clean = evaluate(model, data.x_train, data.y_train_clean)[1]
     if save_model is not None:
-        save_torch(save_model, model.state_dict())
+        state = model.state_dict()
+        if where.type != "cpu":  # CPU tensors: any machine reads the file
+            state = {k: v.cpu() for k, v in state.items()}
+        save_torch(save_model, state)
     calls = optimizer.closure_calls if isinstance(optimizer, PerturbationOptimizer) else total_steps
     last = history[-1]
     return RunResult(
@@ -349,6 +368,7 @@ def train_run(
         val_accuracy=last.get("val_accuracy"),
         skipped_steps=getattr(optimizer, "skipped_steps", 0),
         skipped_samples=getattr(optimizer, "skipped_samples", 0),
+        device=str(where),
     )
 
 

@@ -1,0 +1,160 @@
+"""Issue #22: ``sweep --search tpe`` (Optuna ask/tell in the driver, the same executors and run
+store): spaces from grid entries, rounded points keyed as grid points, pruning through the run's
+epoch hook, restarts that resume the trials a killed driver left running."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiltedsam.cli import main
+from tiltedsam.experiments.search import Dimension, parse_space, round3
+
+from .reliability.conftest import write_mnist
+
+optuna = pytest.importorskip("optuna")
+
+from tiltedsam.experiments.search import (  # noqa: E402 - after the skip
+    JOURNAL,
+    PruneHook,
+    _recover,
+    _storage,
+    median_pruner,
+    point_spec,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_round3_keeps_three_significant_digits():
+    assert round3(0.123456) == 0.123 and round3(12345.0) == 12300.0 and round3(0.0) == 0.0
+    assert round3(3.14159e-5) == 3.14e-5
+
+
+def test_spaces_from_grid_entries():
+    name, dims = parse_space("tsam:tilt=0/5/20,rho=0.02/0.1,lr=0.03/0.1/0.3,num_samples=3/5")
+    assert name == "tsam"
+    kinds = {d.key: d.kind for d in dims}
+    assert kinds == {"tilt": "log1p", "rho": "log", "lr": "log", "num_samples": "int"}
+    _, dims = parse_space("sam:rho=0.05,adaptive=true/false")
+    assert [(d.key, d.kind) for d in dims] == [("rho", "fixed"), ("adaptive", "choice")]
+    assert parse_space("erm") == ("erm", [])
+    with pytest.raises(ValueError, match="key=v1/v2"):
+        parse_space("tsam:tilt")
+
+
+def test_sampled_points_are_rounded_method_specs_inside_the_range():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    name, dims = parse_space("tsam:tilt=0/20,rho=0.02/0.1")
+    for _ in range(20):
+        spec = point_spec(name, dims, study.ask())
+        options = dict(item.split("=") for item in spec.removeprefix("tsam:").split(","))
+        tilt, rho = float(options["tilt"]), float(options["rho"])
+        assert 0 <= tilt <= 20 and 0.02 <= rho <= 0.1
+        assert round3(tilt) == tilt and round3(rho) == rho
+    assert Dimension("t", "log1p", (0, 20)).kind == "log1p" and math.expm1(0) == 0
+
+
+def test_the_prune_hook_reports_and_prunes_below_the_median(tmp_path):
+    journal = str(tmp_path / JOURNAL)
+    study = optuna.create_study(study_name="s", storage=_storage(journal), direction="maximize",
+                                pruner=median_pruner(1))  # fmt: skip
+    for _ in range(4):  # completed trials at 0.9 from epoch 1 on
+        trial = study.ask()
+        for epoch in (1, 2, 3):
+            trial.report(0.9, epoch)
+        study.tell(trial, 0.9)
+    good, bad = study.ask(), study.ask()
+    assert not PruneHook(journal, "s", good.number, True, 1)({"epoch": 1, "val_accuracy": 0.95})
+    assert PruneHook(journal, "s", bad.number, True, 1)({"epoch": 1, "val_accuracy": 0.1})
+    reloaded = optuna.load_study(study_name="s", storage=_storage(journal))
+    assert reloaded.trials[bad.number].intermediate_values == {1: 0.1}
+
+
+def test_trials_a_killed_driver_left_running_are_failed_and_asked_again_first(tmp_path):
+    study = optuna.create_study(study_name="s", storage=_storage(str(tmp_path / JOURNAL)))
+    orphan = study.ask()
+    orphan.suggest_float("rho", 0.01, 0.1, log=True)
+    _recover(study, optuna)
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    again = study.ask()
+    assert again.suggest_float("rho", 0.01, 0.1, log=True) == orphan.params["rho"]
+
+
+def _args(data: Path, out: Path, trials: int = 3) -> list[str]:
+    return ["sweep", "--search", "tpe", "--trials", str(trials), "--grid",
+            "sam:rho=0.02/0.1,lr=0.03/0.3", "--seeds", "0", "--dataset", "mnist", "--data-path",
+            str(data), "--model", "mlp", "--epochs", "2", "--batch-size", "32", "--val-size",
+            "16", "--out", str(out)]  # fmt: skip
+
+
+def test_sweep_search_tpe_end_to_end_and_again_trains_nothing(tmp_path, capsys):
+    data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
+    out = tmp_path / "out"
+    assert main(_args(data, out)) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("sam:rho=0.02/0.1,lr=0.03/0.3 trial") == 3
+    grid = json.loads((out / "sweep.json").read_text())["grid"]
+    summaries = sorted(out.glob("runs/sam/*/summary.json"))
+    assert 1 <= len(grid) == len(summaries) <= 3  # a repeated point reuses its run
+    for spec in grid:  # ordinary, rounded method specs
+        options = dict(i.split("=") for i in spec.removeprefix("sam:").split(","))
+        assert 0.02 <= float(options["rho"]) <= 0.1 and 0.03 <= float(options["lr"]) <= 0.3
+    assert "Selected per method by mean validation accuracy" in (out / "report.md").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in summaries}
+    # Again: the 3 trials are told, nothing is asked or trained; the report is the same.
+    assert main(_args(data, out)) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/sam/*/summary.json")} == stamps
+    study = optuna.load_study(study_name="sam:rho=0.02/0.1,lr=0.03/0.3",
+                              storage=_storage(str(out / JOURNAL)))  # fmt: skip
+    assert len(study.trials) == 3
+    # Two more trials: the study goes on from the journal.
+    assert main(_args(data, out, trials=5)) == 0
+    assert len(optuna.load_study(study_name=study.study_name,
+                                 storage=_storage(str(out / JOURNAL))).trials) == 5  # fmt: skip
+
+
+def test_search_needs_trials_and_a_known_sampler(tmp_path, capsys):
+    assert main(["sweep", "--search", "tpe", "--out", str(tmp_path / "o")]) == 2
+    assert "--search and --trials go together" in capsys.readouterr().err
+    assert main(["sweep", "--search", "tpe", "--trials", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "trials must be an int >= 1" in capsys.readouterr().err
+
+
+def test_a_pruned_trial_counts_towards_the_budget_and_never_enters_selection(
+    tmp_path, monkeypatch, capsys
+):
+    from tiltedsam.experiments import search
+
+    class PruneAllButTheFirst(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return trial.number >= 1
+
+    monkeypatch.setattr(search, "median_pruner", lambda warmup: PruneAllButTheFirst())
+    data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
+    out = tmp_path / "out"
+    assert main(_args(data, out)) == 0
+    assert capsys.readouterr().out.count("pruned") == 2
+    study = optuna.load_study(study_name="sam:rho=0.02/0.1,lr=0.03/0.3",
+                              storage=_storage(str(out / JOURNAL)))  # fmt: skip
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "PRUNED", "PRUNED"]
+    assert len(json.loads((out / "sweep.json").read_text())["grid"]) == 1
+    assert len(list(out.glob("runs/sam/*/summary.json"))) == 1
+    stopped = [p.parent for p in out.glob("runs/sam/*/checkpoint.pt")]
+    assert len(stopped) == 2  # stopped after epoch 1 of 2, resumable
+    for run in stopped:
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    report = (out / "report.md").read_text()
+    assert report.count("| sam:") == 2  # the completed trial: selected, and in the list
