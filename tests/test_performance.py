@@ -389,3 +389,14 @@ def test_bench_cli_runs_with_tiny_settings(tmp_path, capsys):
 def test_bench_cli_rejects_unknown_names(capsys):
     assert main(["bench", "--models", "vgg", "--repeats", "1"]) == 2
     assert "models must be among" in capsys.readouterr().err
+
+
+def test_a_cyclic_methods_step_time_is_its_mean_over_cycles():
+    """tsam-intermittent (k = 5): four cheap steps and a full one; the cost per step is the mean
+    (2 units here), where the median would report the cheap step alone (1)."""
+    from tiltedsam.bench.runner import typical
+
+    cycle = [1.0, 1.0, 1.0, 1.0, 6.0] * 6
+    assert typical(cycle, cyclic=True) == pytest.approx(2.0)
+    assert typical(cycle) == 1.0  # steady methods: the median, robust to a stray slow round
+    assert math.isnan(typical([], cyclic=True))

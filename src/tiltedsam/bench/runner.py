@@ -106,6 +106,15 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def typical(values: list[float], cyclic: bool = False) -> float:
+    """A step's time: the median (robust to a stray slow round), or for a method whose steps
+    differ by design (``tsam-intermittent``: a full step every k, fractional passes per step)
+    the mean, which over whole cycles is the cost per step (a median would be the cheap step)."""
+    if not cyclic:
+        return median(values)
+    return statistics.fmean(values) if values else float("nan")
+
+
 def ratio_rows(model: str, times: dict[Case, dict[str, list[float]]], samples: Sequence[int]):
     """Per s: TSAM / (2s·ERM), TSAM / official, resample / SAM (wall and CPU medians)."""
     med = {case: {k: median(v) for k, v in t.items()} for case, t in times.items()}
@@ -234,7 +243,8 @@ def run_bench(
         erm = times[Case(model, "erm")]
         erm_med = {k: median(v) for k, v in erm.items()}
         for case, t in times.items():
-            wall, cpu = median(t["wall"]), median(t["cpu"])
+            cyclic = float(passes[case]) != int(passes[case])
+            wall, cpu = typical(t["wall"], cyclic), typical(t["cpu"], cyclic)
             floor = None if case.forward_only else passes[case]
             result.timing.append({
                 "model": model, "params": num_params, "batch": batch, "method": case.method,
