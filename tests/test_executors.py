@@ -127,6 +127,10 @@ def test_device_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["compare", "--methods", "erm", "--device", "cuda", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "device 'cuda' needs a CUDA GPU" in err and "--device auto or cpu" in err
+    out = tmp_path / "sweep"  # the sweep refuses before it writes sweep.json or claims a run
+    assert main(["sweep", "--grid", "erm", "--device", "cuda", "--out", str(out)]) == 2
+    assert "device 'cuda' needs a CUDA GPU" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_executor_options_are_checked_before_anything_is_written(tmp_path):

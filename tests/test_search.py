@@ -99,6 +99,14 @@ def _args(data: Path, out: Path, trials: int = 3) -> list[str]:
             "16", "--out", str(out)]  # fmt: skip
 
 
+def _only_study(out: Path, entry: str = "sam:rho=0.02/0.1,lr=0.03/0.3"):
+    """The journal's one study: named by the entry and a hash of the run settings."""
+    storage = _storage(str(out / JOURNAL))
+    names = optuna.get_all_study_names(storage)
+    assert len(names) == 1 and names[0].startswith(entry + " @"), names
+    return optuna.load_study(study_name=names[0], storage=storage)
+
+
 def test_sweep_search_tpe_end_to_end_and_again_trains_nothing(tmp_path, capsys):
     data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
     out = tmp_path / "out"
@@ -116,13 +124,11 @@ def test_sweep_search_tpe_end_to_end_and_again_trains_nothing(tmp_path, capsys):
     # Again: the 3 trials are told, nothing is asked or trained; the report is the same.
     assert main(_args(data, out)) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/sam/*/summary.json")} == stamps
-    study = optuna.load_study(study_name="sam:rho=0.02/0.1,lr=0.03/0.3",
-                              storage=_storage(str(out / JOURNAL)))  # fmt: skip
+    study = _only_study(out)
     assert len(study.trials) == 3
     # Two more trials: the study goes on from the journal.
     assert main(_args(data, out, trials=5)) == 0
-    assert len(optuna.load_study(study_name=study.study_name,
-                                 storage=_storage(str(out / JOURNAL))).trials) == 5  # fmt: skip
+    assert len(_only_study(out).trials) == 5
 
 
 def test_search_needs_trials_and_a_known_sampler(tmp_path, capsys):
@@ -146,8 +152,7 @@ def test_a_pruned_trial_counts_towards_the_budget_and_never_enters_selection(
     out = tmp_path / "out"
     assert main(_args(data, out)) == 0
     assert capsys.readouterr().out.count("pruned") == 2
-    study = optuna.load_study(study_name="sam:rho=0.02/0.1,lr=0.03/0.3",
-                              storage=_storage(str(out / JOURNAL)))  # fmt: skip
+    study = _only_study(out)
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "PRUNED", "PRUNED"]
     assert len(json.loads((out / "sweep.json").read_text())["grid"]) == 1
@@ -158,3 +163,66 @@ def test_a_pruned_trial_counts_towards_the_budget_and_never_enters_selection(
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     report = (out / "report.md").read_text()
     assert report.count("| sam:") == 2  # the completed trial: selected, and in the list
+
+
+def test_a_search_with_other_settings_into_the_same_directory_has_its_own_trials(tmp_path, capsys):
+    data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
+    out = tmp_path / "out"
+    assert main(_args(data, out, trials=2)) == 0
+    other = [*_args(data, out, trials=2)]
+    other[other.index("--epochs") + 1] = "3"
+    capsys.readouterr()
+    assert main(other) == 0  # its 2 trials are asked and trained, not the first search's told
+    assert capsys.readouterr().out.count("sam:rho=0.02/0.1,lr=0.03/0.3 trial") == 2
+    storage = _storage(str(out / JOURNAL))
+    studies = optuna.get_all_study_names(storage)
+    assert len(studies) == 2
+    for name in studies:
+        assert len(optuna.load_study(study_name=name, storage=storage).trials) == 2
+
+
+def test_a_diverging_point_is_a_counted_failed_trial_and_the_search_goes_on(tmp_path, capsys):
+    """lr 1e6 diverges at every ρ: each trial fails on its own (the search does not crash at
+    the first), counts towards the budget, and a restart asks nothing again."""
+    data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
+    out = tmp_path / "out"
+    entry = "sam:rho=0.02/0.1,lr=1e6"
+    args = _args(data, out, trials=3)
+    args[args.index("--grid") + 1] = entry
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out.count("diverged (non-finite loss") == 3
+    assert "no trial of sam:rho=0.02/0.1,lr=1e6 completed" in captured.err
+    study = _only_study(out, entry)
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3
+    assert all("diverged" in t.user_attrs for t in study.trials)
+    assert main(args) == 2  # a restart: the budget is spent, nothing is asked again
+    assert capsys.readouterr().out.count("trial") == 0
+    assert len(_only_study(out, entry).trials) == 3
+
+
+def test_float_options_written_as_ints_are_ranges_not_integers():
+    kinds = {d.key: d.kind for d in parse_space("tsam:delta=0/1,num_samples=2/6")[1]}
+    assert kinds == {"delta": "log1p", "num_samples": "int"}
+    assert parse_space("tsam-naive:noise_radius=1/4")[1][0].kind == "log"
+
+
+def test_an_entry_with_nothing_to_search_is_refused(tmp_path, capsys):
+    data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
+    args = _args(data, tmp_path / "out")
+    args[args.index("--grid") + 1] = "sam:rho=0.05"
+    assert main(args) == 2
+    assert "one value per option, nothing to search" in capsys.readouterr().err
+
+
+def test_a_second_search_driver_on_one_directory_is_refused(tmp_path, capsys):
+    import fcntl
+
+    data = write_mnist(tmp_path / "mnist.npz", train=96, test=32)
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / "search.lock", "a+") as held:  # a live driver's lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(_args(data, out)) == 2
+    assert "another --search driver is running" in capsys.readouterr().err
+    assert not (out / JOURNAL).exists()

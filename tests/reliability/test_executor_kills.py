@@ -148,9 +148,11 @@ def test_a_killed_search_driver_is_restarted_and_resumes_its_trials(tmp_path):
         assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     import optuna
 
-    study = optuna.load_study(study_name="sam:rho=0.02/0.1",
-                              storage=optuna.storages.JournalStorage(
-                                  optuna.storages.journal.JournalFileBackend(
-                                      str(out / "optuna.journal"))))  # fmt: skip
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "optuna.journal"))
+    )
+    (name,) = optuna.get_all_study_names(storage)  # the entry and a hash of the run settings
+    assert name.startswith("sam:rho=0.02/0.1 @")
+    study = optuna.load_study(study_name=name, storage=storage)
     states = sorted(t.state.name for t in study.trials)
     assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 2

@@ -50,6 +50,7 @@ class Job:
     device: str = "cpu"
     threads: int | None = None
     hook: Callable[[dict[str, Any]], bool] | None = None
+    keep_going: bool = False  # a diverging run returns {"failed": why} instead of raising
 
 
 def make_jobs(
@@ -94,6 +95,11 @@ def run_job(job: Job, wait: bool = False) -> dict[str, Any] | None:
     except Stopped as stop:
         return {"stopped": True, "method": spec.label, "seed": job.seed,
                 "history": stop.history, "config": run.as_dict()}  # fmt: skip
+    except FloatingPointError as err:
+        if not job.keep_going:
+            raise
+        return {"failed": str(err).splitlines()[0], "method": spec.label, "seed": job.seed,
+                "config": run.as_dict()}  # fmt: skip
     return None if result is None else {**result, "method": spec.label, "config": run.as_dict()}
 
 

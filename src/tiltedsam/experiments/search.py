@@ -23,6 +23,13 @@ partial accuracy is not comparable with a full budget).  Selection stays on vali
 
 Restarts.  Trials left running by a killed driver are marked failed and their points asked
 first again, so their runs resume from their checkpoints (no finished run is trained twice).
+One driver per directory (``search.lock``); a second is refused with a clear error.  The study
+name holds a hash of the settings the trials run with (data, training settings, seeds), so a
+search with other settings into the same directory has its own trials.
+
+Divergence.  A point whose run raises ``FloatingPointError`` (a non-finite loss under
+``nonfinite="raise"``) is a failed trial that counts towards ``N`` (as a diverging grid point
+counts in the grid's budget) and is never selected; the search goes on.
 """
 
 from __future__ import annotations
@@ -84,7 +91,8 @@ class Dimension:
 def parse_space(entry: str) -> tuple[str, list[Dimension]]:
     """A grid entry (``tsam:tilt=0/5/20,lr=0.03/0.3``) as a method name and its dimensions."""
     name, _, rest = entry.partition(":")
-    defaults = {"lr": 0.1, "weight_decay": 0.0, **method_info(name.strip()).defaults}
+    defaults = {"lr": 0.1, "weight_decay": 0.0, **_constructor_defaults(name.strip()),
+                **method_info(name.strip()).defaults}  # fmt: skip
     dims = []
     for item in filter(None, rest.split(",")):
         key, sep, text = item.partition("=")
@@ -98,7 +106,7 @@ def parse_space(entry: str) -> tuple[str, list[Dimension]]:
         elif (
             numeric
             and all(isinstance(v, int) for v in values)
-            and not isinstance(defaults.get(key.strip()), float)
+            and _is_int_option(defaults.get(key.strip()))
         ):  # an int option (num_samples); tilt=0/5/20 is a float option written as ints
             kind = "int"
         elif numeric and min(values) > 0:
@@ -110,6 +118,23 @@ def parse_space(entry: str) -> tuple[str, list[Dimension]]:
             values = tuple(raw)
         dims.append(Dimension(key.strip(), kind, values))
     return name.strip(), dims
+
+
+def _constructor_defaults(name: str) -> dict[str, Any]:
+    """The keyword defaults of the method's optimizer class (an option's type, where the
+    registry's harness defaults do not list it: ``delta``, ``noise_radius``)."""
+    import inspect
+
+    cls = method_info(name).cls
+    if cls is None:
+        return {}
+    params = inspect.signature(cls.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _is_int_option(default: Any) -> bool:
+    """An option is an int only if its default is one (an unknown option is a float)."""
+    return isinstance(default, int) and not isinstance(default, bool)
 
 
 def point_spec(name: str, dims: Sequence[Dimension], trial: Any) -> str:
@@ -171,20 +196,73 @@ def search_grid(
     sampler: str = "tpe",
     sampler_seed: int = 0,
     log: Callable[[str], None] = lambda line: None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """``trials`` trials of every grid entry (module doc); returns the finished runs of the
-    completed trials (each run once) and the specs they trained, in the order asked."""
+    completed trials (each run once) and the specs they trained, in the order asked.
+
+    ``settings`` (the data, training settings and seeds the trials run with) name the studies
+    together with the entry, so a search with other settings into the same directory starts
+    its own trials instead of counting another's."""
     check_search(sampler, trials)
+    for entry in entries:
+        _, dims = parse_space(entry)
+        if all(d.kind == "fixed" for d in dims):
+            raise ValueError(
+                f"--search {sampler}: grid entry {entry!r} has one value per option, nothing to "
+                "search (give an option two or more values, e.g. rho=0.02/0.2, or use the grid)"
+            )
     optuna = _optuna()
     Path(root).mkdir(parents=True, exist_ok=True)
-    journal = str(Path(root) / JOURNAL)
+    with _driver_lock(Path(root)):
+        return _search(entries, seeds, trials, epochs, str(Path(root) / JOURNAL), executor, make,
+                       sampler_seed, log, _settings_tag(settings), optuna)  # fmt: skip
+
+
+def _settings_tag(settings: dict[str, Any] | None) -> str:
+    if settings is None:
+        return ""
+    import hashlib
+    import json
+
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return " @" + hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class _driver_lock:
+    """One search driver per results directory (a second one would fail the first's trials as
+    orphans): an exclusive ``flock`` on ``search.lock``, held for the whole search."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / "search.lock"
+
+    def __enter__(self) -> None:
+        import fcntl
+
+        self.file = open(self.path, "a+")  # held until __exit__
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.close()
+            raise ValueError(
+                f"another --search driver is running on {self.path.parent} (it holds "
+                f"{self.path}); wait for it, or give this search another --out"
+            ) from None
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()  # releases the lock
+
+
+def _search(entries, seeds, trials, epochs, journal, executor, make, sampler_seed, log, tag,
+            optuna) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
     storage = _storage(journal)
     warmup = max(1, epochs // 4)
     specs: list[str] = []
     for entry in entries:
         name, dims = parse_space(entry)
+        study_name = entry + tag
         study = optuna.create_study(
-            study_name=entry, storage=storage, direction="maximize", load_if_exists=True,
+            study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=sampler_seed,
                                                n_startup_trials=max(2, min(10, trials // 3))),
             pruner=median_pruner(warmup),
@@ -197,12 +275,19 @@ def search_grid(
             for trial, spec in zip(batch, points, strict=True):
                 trial.set_user_attr("spec", spec)
                 first.setdefault(spec, trial)
-            jobs = [replace(job, hook=PruneHook(journal, entry, first[job.spec].number,
-                                                job.seed == seeds[0], warmup))
+            jobs = [replace(job, hook=PruneHook(journal, study_name, first[job.spec].number,
+                                                job.seed == seeds[0], warmup),
+                            keep_going=True)
                     for job in make(list(first), seeds)]  # fmt: skip
             results = dict(zip(((j.spec, j.seed) for j in jobs), executor.run(jobs), strict=True))
             for trial, spec in zip(batch, points, strict=True):
                 mine = [results[spec, seed] for seed in seeds]
+                failed = [r["failed"] for r in mine if r.get("failed")]
+                if failed:  # diverged: a tried configuration (it counts), never selected
+                    trial.set_user_attr("diverged", failed[0])
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    log(f"{entry} trial {trial.number}: {spec} diverged ({failed[0]})")
+                    continue
                 if any(r.get("stopped") for r in mine):
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                     log(f"{entry} trial {trial.number}: {spec} pruned")
@@ -214,6 +299,11 @@ def search_grid(
         for trial in sorted(complete, key=lambda t: t.number):  # this driver's and earlier ones'
             if trial.user_attrs["spec"] not in specs:
                 specs.append(trial.user_attrs["spec"])
+    if not specs:
+        raise ValueError(
+            f"--search: no trial of {', '.join(entries)} completed (each diverged or was "
+            "pruned; the journal keeps them): nothing to select.  Narrow the ranges (a lower lr)"
+        )
     # The completed trials' runs, read back from the store (none trains: all are finished).
     return executor.run(make(specs, seeds)), specs
 
@@ -228,13 +318,17 @@ def check_search(sampler: str, trials: int | None) -> None:
 
 
 def _told(study: Any, optuna: Any) -> int:
-    """Trials that count towards the budget: completed and pruned ones."""
+    """Trials that count towards the budget: completed, pruned and diverged ones (a grid point
+    that diverges counts in a grid's budget too); not those a killed driver left behind."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=states))
+    counted = len(study.get_trials(deepcopy=False, states=states))
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    return counted + sum(1 for t in failed if "diverged" in t.user_attrs)
 
 
 def _recover(study: Any, optuna: Any) -> None:
-    """Trials a killed driver left running: failed, and their points asked again first."""
+    """Trials a killed driver left running: failed, and their points asked again first (the
+    driver lock makes sure no live driver still owns them)."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         if trial.params:

@@ -17,6 +17,7 @@ complete report.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from tiltedsam._validation import check_choice, check_int_at_least
 from tiltedsam.experiments.configs import DataConfig, TrainConfig
 from tiltedsam.experiments.executors import Executor, LocalExecutor, make_jobs
 from tiltedsam.experiments.report import sweep_settings, write_sweep_report
-from tiltedsam.experiments.run_control import DEVICES
+from tiltedsam.experiments.run_control import DEVICES, resolve_device
 from tiltedsam.experiments.selection import expand_grid, select_on_validation
 from tiltedsam.experiments.train import check_method, check_seeds
 from tiltedsam.optim import parse_method
@@ -89,6 +90,8 @@ def sweep(
                       train_subset=train_subset, val_size=val_size)  # fmt: skip
     identity = data.identity()  # computed once here, checked against every stored run
     own = isinstance(executor, str)
+    if own and executor == "local":  # no CUDA here fails before anything is written
+        resolve_device(device)
     if own:  # a bad executor option fails before anything is written
         executor = make_executor(executor, workers=workers, **executor_options)
     root = Path(out)
@@ -117,8 +120,10 @@ def _run(executor, specs, grid, seeds, select_seeds, search, trials, config, roo
     else:  # the sampled points join the grid of sweep.json once the search is done
         from tiltedsam.experiments.search import search_grid
 
+        settings = {"data": data.settings(), "train": asdict(config), "seeds": list(first)}
         done, specs = search_grid(grid, first, trials=trials, epochs=config.epochs, root=root,
-                                  executor=executor, make=make, sampler=search, log=log)  # fmt: skip
+                                  executor=executor, make=make, sampler=search, log=log,
+                                  settings=settings)  # fmt: skip
         _write_settings(root, specs, select_seeds)
     if select_seeds is not None:
         order = [parse_method(spec).label for spec in specs]
