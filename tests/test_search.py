@@ -163,6 +163,22 @@ def test_a_pruned_trial_counts_towards_the_budget_and_never_enters_selection(
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     report = (out / "report.md").read_text()
     assert report.count("| sam:") == 2  # the completed trial: selected, and in the list
+    # A pruned trial's run that finished anyway (with --workers >= 2 a non-first seed can race
+    # to its last epoch): `tiltedsam report DIR` keeps to sweep.json's grid and says so.
+    from tiltedsam.experiments.configs import DataConfig, TrainConfig
+    from tiltedsam.experiments.executors import make_jobs, run_job
+
+    config = json.loads((stopped[0] / "config.json").read_text())
+    spec = "sam:" + ",".join(f"{k}={v}" for k, v in config["options"].items()
+                             if k in ("rho", "lr"))  # fmt: skip
+    data = DataConfig(dataset="mnist", data_path=str(data), val_size=16)
+    train = TrainConfig(model="mlp", epochs=2, batch_size=32)
+    (job,) = make_jobs([spec], [0], root=out, data=data, config=train)
+    assert "val_accuracy" in run_job(job)  # resumed from its checkpoint to the last epoch
+    assert len(list(out.glob("runs/sam/*/summary.json"))) == 2
+    assert main(["report", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert report.count("| sam:") == 2 and "1 finished run(s) under runs/ are not points" in report
 
 
 def test_a_search_with_other_settings_into_the_same_directory_has_its_own_trials(tmp_path, capsys):

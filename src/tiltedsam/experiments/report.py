@@ -187,11 +187,17 @@ def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = 
     selected configurations otherwise), accuracy against t (only with two tilts or more),
     TSAM's convergence for each t (with a t-curve) and the training time per method."""
     root = Path(root)
-    results = load_results(root) if results is None else results
+    settings = sweep_settings(root)
+    left_out = 0
+    if results is None:
+        results = load_results(root)
+        grid = {parse_method(spec).label for spec in settings.get("grid", [])}
+        if grid:  # a sweep directory: its points only (not a pruned search trial's runs)
+            kept = [r for r in results if r["method"] in grid]
+            left_out, results = len(results) - len(kept), kept
     if not results:
         raise FileNotFoundError(f"no finished runs under {root}/runs/")
     check_results(results, root)
-    settings = sweep_settings(root)
     select_seeds = settings.get("select_seeds")
     order = [parse_method(spec).label for spec in settings.get("grid", [])]
     groups = group_by_method(results)
@@ -212,6 +218,9 @@ def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = 
         lines.append("")
     lines += ["All configurations:", "", header]
     lines += [_row(label, runs) for label, runs in groups.items()]
+    if left_out:
+        lines += ["", f"{left_out} finished run(s) under runs/ are not points of sweep.json's "
+                  "grid (a pruned search trial's, or another command's) and are left out."]  # fmt: skip
     text = "\n".join(lines) + "\n"
     chosen = [r for r in results if r["method"] in set(selected.values())] or list(results)
     # A compare directory's accuracy.png is the same figure: redraw it, no copy under a new name.
