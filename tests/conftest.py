@@ -5,6 +5,16 @@ import torch
 
 
 @pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: the models are tiny, and on a loaded machine two
+    spinning threads made such tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def float64():
     """Run a test with float64 as torch's default dtype."""
     old = torch.get_default_dtype()

@@ -22,12 +22,7 @@ from .reliability.conftest import tiny_data, write_mnist
 CONFIG = TrainConfig(model="mlp", epochs=3, batch_size=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(tmp_path: Path) -> DataConfig:

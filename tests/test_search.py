@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from tiltedsam.cli import main
 from tiltedsam.experiments.search import Dimension, parse_space, round3
@@ -27,13 +26,7 @@ from tiltedsam.experiments.search import (  # noqa: E402 - after the skip
     point_spec,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_round3_keeps_three_significant_digits():

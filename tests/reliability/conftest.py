@@ -17,13 +17,8 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread per test: the models here are tiny, and on a loaded machine two
-    spinning threads made this suite several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread_each(one_thread):
+    """Every test here with one intra-op thread (``one_thread`` of tests/conftest.py)."""
 
 
 def tiny_data(n: int = 96, length: int = 12, seed: int = 0) -> ArrayDataset:

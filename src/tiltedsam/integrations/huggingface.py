@@ -51,7 +51,7 @@ def _unwrap(optimizer: Any) -> Any:
 
 def _to_device(value: Any, device: torch.device) -> Any:
     """Tensors in (nested) dicts, lists and tuples moved to ``device``; the rest unchanged.
-    (The Trainer's own ``_prepare_inputs`` does this too, but is private.)"""
+    (The Trainer does this too, in a method that is not public API.)"""
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, dict):
