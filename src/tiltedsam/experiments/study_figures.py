@@ -23,6 +23,31 @@ def early_test(result: dict[str, Any]) -> float:
     return float(best_epoch(result)["test_accuracy"])
 
 
+def tcurve_points(view: Any) -> tuple[list[int], list[tuple[float, list[dict[str, Any]]]]]:
+    """TSAM's t-curve on the seeds every tilt with a finished run has: ``(seeds, [(t, runs)])``.
+
+    A study still running has some tilts on more seeds than others (t = 1 is often the final
+    selection, run on every report seed); means over other seeds would show a difference of
+    seeds as one of tilts."""
+    finished = {t: runs for t, runs in sorted(view.tcurve.items()) if runs}
+    if not finished:
+        return [], []
+    seeds = sorted(set.intersection(*(set(runs) for runs in finished.values())))
+    if not seeds:
+        return [], []
+    return seeds, [(t, [runs[s] for s in seeds]) for t, runs in finished.items()]
+
+
+def mean_std(values: Any) -> tuple[Any, Any]:
+    """Mean and sample standard deviation (ddof 1, as in the tables) over the first axis; a
+    zero band for one row."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=float)
+    std = values.std(0, ddof=1) if len(values) > 1 else np.zeros(values.shape[1:])
+    return values.mean(0), std
+
+
 COLORS = {"erm": "tab:gray", "sam": "tab:blue", "tsam": "tab:red"}
 
 
@@ -51,7 +76,7 @@ def plot_curves(view: Any, path: Path) -> bool:
         for ax, key, scale in ((axes[0], "step_loss", 1.0), (axes[1], "test_accuracy", 100.0)):
             values = np.array([[scale * h[key] for h in r["history"]] for r in runs.values()])
             epochs = np.arange(1, values.shape[1] + 1)
-            mean, std = values.mean(0), values.std(0)
+            mean, std = mean_std(values)
             ax.plot(epochs, mean, color=COLORS.get(m), label=f"{NAMES.get(m, m)} (n = {len(runs)})")
             ax.fill_between(epochs, mean - std, mean + std, color=COLORS.get(m), alpha=0.2, lw=0)
     from matplotlib.ticker import FormatStrFormatter
@@ -75,8 +100,9 @@ def plot_curves(view: Any, path: Path) -> bool:
 
 
 def plot_tcurve(view: Any, path: Path) -> bool:
-    """Final and best-val-epoch test accuracy against t (95% CIs), ERM and SAM as bands."""
-    points = [(t, list(r.values())) for t, r in sorted(view.tcurve.items()) if r]
+    """Final and best-val-epoch test accuracy against t (95% CIs), ERM and SAM as bands, all on
+    the seeds every tilt has finished (:func:`tcurve_points`)."""
+    seeds, points = tcurve_points(view)
     if len(points) < 2:
         return False
     plt = _pyplot()
@@ -88,7 +114,7 @@ def plot_tcurve(view: Any, path: Path) -> bool:
         ax.errorbar(xs, [100 * m for m, _ in stats], yerr=[100 * h for _, h in stats], fmt="o-",
                     color=COLORS["tsam"], capsize=3, label="TSAM")  # fmt: skip
         for m in ("erm", "sam"):
-            rs = list(runs_of.get(m, {}).values())
+            rs = [runs_of[m][s] for s in seeds if s in runs_of.get(m, {})]
             if rs:
                 mean, half = mean_interval([metric(r) for r in rs])
                 ax.axhline(100 * mean, color=COLORS[m], lw=1.2, label=f"{NAMES[m]} (selected)")
@@ -101,7 +127,7 @@ def plot_tcurve(view: Any, path: Path) -> bool:
         ax.set_title(f"{title}: mean and 95% CI over seeds", fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=9, loc="best")
-    fig.suptitle(view.config.name, fontsize=11)
+    fig.suptitle(f"{view.config.name} (seeds {', '.join(map(str, seeds))})", fontsize=11)
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -26,8 +26,14 @@ from tiltedsam.experiments.study import (
     final_val,
     spec_label,
 )
-from tiltedsam.experiments.study_figures import early_test, final_test, plot_curves, plot_tcurve
-from tiltedsam.optim import parse_method
+from tiltedsam.experiments.study_figures import (
+    early_test,
+    final_test,
+    plot_curves,
+    plot_tcurve,
+    tcurve_points,
+)
+from tiltedsam.optim import BASE_OPTIMIZERS, parse_method
 
 NAMES = {"erm": "ERM", "sam": "SAM", "tsam": "TSAM"}
 
@@ -36,7 +42,8 @@ NAMES = {"erm": "ERM", "sam": "SAM", "tsam": "TSAM"}
 class StudyView:
     """A study's stored results: ``final[m][seed]`` / ``early[m][seed]`` are the runs of method
     m's two selections on the report seeds, ``tcurve[t][seed]`` TSAM's tilts, ``tuning[m]``
-    every tried (options, results on the selection seeds)."""
+    every tried (options, results on the selection seeds); ``diverged`` the (method, what,
+    seed) of the report runs that diverged, left out of the means and named in the section."""
 
     config: StudyConfig
     selection: dict[str, Any]
@@ -48,6 +55,7 @@ class StudyView:
         default_factory=dict
     )
     flatness: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    diverged: list[tuple[str, str, int]] = field(default_factory=list)
 
 
 def config_from_summary(stored: dict[str, Any]) -> StudyConfig:
@@ -67,13 +75,20 @@ def read_study(out: str | Path) -> StudyView:
     study = Study(config, out, log=lambda line: None)
     view = StudyView(config, stored["selection"], bool(stored.get("finished")))
 
-    def load(method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
-        result = study.stored(method, options, seed)
-        return None if result is None or result.get("diverged") else result
+    def loader(what: str):
+        def load(method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
+            result = study.stored(method, options, seed)
+            if result is not None and result.get("diverged"):
+                view.diverged.append((method, what, seed))
+                return None
+            return result
+
+        return load
 
     for method, chosen in view.selection.items():
-        view.final[method] = _by_seed(load, method, chosen["final"], config.seeds)
-        view.early[method] = _by_seed(load, method, chosen["early"], config.seeds)
+        view.final[method] = _by_seed(loader("final"), method, chosen["final"], config.seeds)
+        view.early[method] = _by_seed(loader("early-stopped"), method, chosen["early"],
+                                      config.seeds)  # fmt: skip
         view.tuning[method] = [
             (options, [study.stored(method, options, s) for s in config.select_seeds])
             for options in chosen["tried"]
@@ -89,7 +104,7 @@ def read_study(out: str | Path) -> StudyView:
         for t in config.tcurve:
             tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
             seeds = config.tcurve_seeds or config.seeds
-            view.tcurve[t] = _by_seed(load, "tsam", {**base, "tilt": tilt}, seeds)
+            view.tcurve[t] = _by_seed(loader(f"t = {t:g}"), "tsam", {**base, "tilt": tilt}, seeds)
     return view
 
 
@@ -103,13 +118,22 @@ def _by_seed(load, method, options, seeds) -> dict[int, dict[str, Any]]:
 
 
 # -- numbers of a run ---------------------------------------------------------------------------
-def _ms(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+def _ms(values: Sequence[float], scale: float = 100.0, digits: int = 2, of: int = 0) -> str:
+    """``mean ± sample std``; ``(n = k)`` when there are fewer values than ``of`` (the report
+    seeds), so a cell over part of the seeds never reads as one over all of them."""
     if not values:
         return "–"
     if len(values) == 1:
         return f"{scale * values[0]:.{digits}f} (n = 1)"
     mean, std = statistics.fmean(values), statistics.stdev(values)
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+    n = f" (n = {len(values)})" if len(values) < of else ""
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}{n}"
+
+
+def _optimizer(train: TrainConfig) -> str:
+    """``SGD momentum 0.9`` or the base optimizer's name (``AdamW``)."""
+    name = BASE_OPTIMIZERS[train.base].__name__ if train.base in BASE_OPTIMIZERS else train.base
+    return f"{name} momentum {train.momentum:g}" if train.base == "sgd" else name
 
 
 def _label(method: str, options: dict[str, Any]) -> str:
@@ -124,11 +148,15 @@ def study_section(view: StudyView, img_dir: Path, stem: str, img_link: str = "im
     t = c.train
     methods = list(view.selection)
     seeds_text = ", ".join(map(str, c.seeds))
+    n = len(c.seeds)
+    test_set = (
+        "the GLUE dev set as the test set" if c.dataset.startswith("glue:") else "the full test set"
+    )
     lines = [
         f"Data: {c.dataset}, {c.train_subset or 'all'} examples drawn per seed, of which "
         f"{c.val_size} are the validation split (labels as observed), {c.label_noise:.0%} "
-        f"symmetric label noise on the training and validation labels; the full test set.  "
-        f"Model `{t.model}`, {t.epochs} epochs, batch {t.batch_size}, SGD momentum {t.momentum:g}, "
+        f"symmetric label noise on the training and validation labels; {test_set}.  "
+        f"Model `{t.model}`, {t.epochs} epochs, batch {t.batch_size}, {_optimizer(t)}, "
         f"{t.lr_schedule} lr.  Tuning budget: "
         + ", ".join(f"{NAMES.get(m, m)} {view.selection[m]['budget']}" for m in methods)
         + f" configurations on seed(s) {', '.join(map(str, c.select_seeds))}; every number "
@@ -144,25 +172,34 @@ def study_section(view: StudyView, img_dir: Path, stem: str, img_link: str = "im
     ]
     for m in methods:
         finals, earlies = list(view.final[m].values()), list(view.early[m].values())
-        train = _ms([r["train_accuracy"] for r in finals], digits=1)
+        train = _ms([r["train_accuracy"] for r in finals], digits=1, of=n)
         clean = [
             r["train_accuracy_clean"] for r in finals if r.get("train_accuracy_clean") is not None
         ]
-        train += f" / {_ms(clean, digits=1)}" if clean else ""
+        train += f" / {_ms(clean, digits=1, of=n)}" if clean else ""
         epochs = [best_epoch(r)["epoch"] for r in earlies]
         stop = f"{statistics.fmean(epochs):.0f}" if epochs else "–"
         lines.append(
             f"| {NAMES.get(m, m)} | {_label(m, view.selection[m]['final'])} | "
-            f"{_ms([final_test(r) for r in finals])} | {train} | "
-            f"{_label(m, view.selection[m]['early'])} | {_ms([early_test(r) for r in earlies])} | "
+            f"{_ms([final_test(r) for r in finals], of=n)} | {train} | "
+            f"{_label(m, view.selection[m]['early'])} | "
+            f"{_ms([early_test(r) for r in earlies], of=n)} | "
             f"{stop} |"
         )
+    if view.diverged:
+        lines += [
+            "",
+            "Diverged, left out of the means and differences: "
+            + "; ".join(f"{NAMES.get(m, m)} {what} seed {seed}" for m, what, seed in view.diverged)
+            + ".",
+        ]
     lines += ["", *paired_table(view), ""]
     curves = img_dir / f"{stem}-curves.png"
     if plot_curves(view, curves):
         lines += [f"![Training loss and test accuracy per epoch]({img_link}/{curves.name})", ""]
-    if view.tcurve:
-        lines += tcurve_table(view)
+    tcurve = tcurve_table(view)
+    if tcurve:
+        lines += tcurve
         path = img_dir / f"{stem}-tcurve.png"
         if plot_tcurve(view, path):
             lines += ["", f"![Test accuracy against t]({img_link}/{path.name})"]
@@ -200,21 +237,23 @@ def paired_table(view: StudyView) -> list[str]:
 
 
 def tcurve_table(view: StudyView) -> list[str]:
+    """TSAM's tilts on the seeds every tilt has finished (:func:`tcurve_points`); [] if none."""
+    seeds, points = tcurve_points(view)
+    if not points:
+        return []
     base = _label("tsam", {k: v for k, v in view.selection["tsam"]["final"].items() if k != "tilt"})
     rows = [
-        f"TSAM at its selected configuration ({base}) for every tilt t; mean ± 95% CI half-width.",
+        f"TSAM at its selected configuration ({base}) for every tilt t, on seeds "
+        f"{', '.join(map(str, seeds))} (those every tilt has finished); mean ± 95% CI half-width.",
         "",
         "| t | seeds | final test acc (%) | best-val-epoch test acc (%) | final val acc (%, labels as observed) |",
         "|---|---|---|---|---|",
     ]
-    for t, runs in sorted(view.tcurve.items()):
-        results = list(runs.values())
-        if not results:
-            continue
+    for t, results in points:
         cells = []
         for metric in (final_test, early_test, final_val):
             mean, half = mean_interval([metric(r) for r in results])
-            cells.append(f"{100 * mean:.2f} ± {100 * half:.2f}")
+            cells.append(f"{100 * mean:.2f}" + (f" ± {100 * half:.2f}" if len(results) > 1 else ""))
         rows.append(f"| {t:g} | {len(results)} | " + " | ".join(cells) + " |")
     return rows
 
@@ -283,11 +322,13 @@ def tuning_table(view: StudyView) -> list[str]:
 # -- across studies -----------------------------------------------------------------------------
 def summary_row(view: StudyView, link: str) -> str:
     """``| regime | ERM final | ERM early | SAM ... | TSAM − ERM early vs early |``."""
-    cells = [f"[{view.config.name}]({link})"]
+    running = "" if view.finished else " (still running)"
+    cells = [f"[{view.config.name}]({link}){running}"]
+    n = len(view.config.seeds)
     for m in ("erm", "sam", "tsam"):
         for runs, metric in ((view.final, final_test), (view.early, early_test)):
             values = [metric(r) for r in runs.get(m, {}).values()]
-            cells.append(_ms(values) if values else "–")
+            cells.append(_ms(values, of=n) if values else "–")
     comparisons = (
         (view.early.get("tsam", {}), view.early.get("erm", {}), early_test, early_test),
         (view.final.get("tsam", {}), view.early.get("erm", {}), final_test, early_test),
@@ -297,7 +338,8 @@ def summary_row(view: StudyView, link: str) -> str:
         seeds = sorted(set(ra) & set(rb))
         if len(seeds) >= 2:
             d = paired_difference([fa(ra[s]) for s in seeds], [fb(rb[s]) for s in seeds])
-            mark = "" if d.significant else " (n.s.)"
+            marks = ([] if d.significant else ["n.s."]) + ([f"n = {d.n}"] if d.n < n else [])
+            mark = f" ({', '.join(marks)})" if marks else ""
             cells.append(f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]{mark}")
         else:
             cells.append("–")
