@@ -120,6 +120,7 @@ def plot_tcurve(view: Any, path: Path) -> bool:
                 ax.axhline(100 * mean, color=COLORS[m], lw=1.2, label=f"{NAMES[m]} (selected)")
                 ax.axhspan(100 * (mean - half), 100 * (mean + half), color=COLORS[m], alpha=0.15)
         ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlim(min(xs) - 0.4 if min(xs) <= 1 else min(xs) / 1.4, max(xs) * 1.4)
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{t:g}" for t in xs])
         ax.set_xlabel("tilt t")
