@@ -5,6 +5,8 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from tiltedsam.cli import main
 from tiltedsam.experiments.configs import load_config_file
@@ -140,3 +142,22 @@ def test_tilt_curve_varies_t_alone_at_the_selected_options():
     assert "| 15.00 ± 3.54 |" in rows["| 1"]  # 25% of 4 epochs: epoch 1, acc/4
     assert rows["| 5"].split(" | ")[1] == "1", "the lr=0.2 run is another setting"
     assert tilt_curve(results[:2]) == "", "one t is no curve"
+
+
+def test_evaluate_does_not_depend_on_its_batch_size():
+    """Loss and accuracy equal a float64 one-pass computation, for batches that split the data
+    unevenly (the last batch short) and for one batch holding everything."""
+    from tiltedsam.experiments.train import evaluate
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x, y = torch.randn(1003, 3, 4), torch.randint(0, 5, (1003,))
+    with torch.no_grad():
+        logits = model.double()(x.double())
+        ref_loss = float(nn.functional.cross_entropy(logits, y))
+        ref_acc = float((logits.argmax(1) == y).double().mean())
+    model.float()
+    for batch_size in (7, 256, 1000, 5000):
+        loss, acc = evaluate(model, x, y, batch_size=batch_size)
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        assert acc == ref_acc
