@@ -79,7 +79,7 @@ def plot_curves(view: Any, path: Path) -> bool:
             mean, std = mean_std(values)
             ax.plot(epochs, mean, color=COLORS.get(m), label=f"{NAMES.get(m, m)} (n = {len(runs)})")
             ax.fill_between(epochs, mean - std, mean + std, color=COLORS.get(m), alpha=0.2, lw=0)
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     axes[0].set_yscale("log")
     axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
@@ -90,6 +90,7 @@ def plot_curves(view: Any, path: Path) -> bool:
     axes[1].set_ylabel("test accuracy (%)")
     for ax in axes:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[1].legend(loc="lower right", fontsize=9)
     fig.suptitle(f"{view.config.name}: final selections, mean ± std over seeds", fontsize=11)
