@@ -169,3 +169,31 @@ def test_label_noise_is_spread_over_train_and_validation(seed):
     val_flipped = (split.y_val != clean[split.x_val.reshape(-1).long()]).float().mean()
     assert 0.17 < train_flipped < 0.23
     assert 0.15 < val_flipped < 0.25
+
+
+@pytest.mark.parametrize("label_noise", [0.0, 0.5])
+def test_clean_labels_stay_aligned_with_a_training_subset(tmp_path, monkeypatch, label_noise):
+    """``y_train_clean`` (what the clean-label training accuracy is measured against) holds the
+    true label of the same example after the subset, the noise and the validation split: each
+    image's pixel encodes its class, so the truth is read off the inputs."""
+    from PIL import Image
+
+    monkeypatch.setenv("TILTEDSAM_CACHE", str(tmp_path / "cache"))
+    for split, count in (("train", 3), ("test", 1)):
+        for c in range(10):
+            folder = tmp_path / "img" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.fromarray(np.full((8, 8, 3), 20 * c + i, dtype=np.uint8)).save(
+                    folder / f"{i}.png"
+                )
+    data = load_dataset("cifar10", tmp_path / "img", label_noise=label_noise, train_subset=16,
+                        val_size=4, seed=3)  # fmt: skip
+    pixel = data.x_train[:, 0, 0, 0] * 0.2470 + 0.4914  # CIFAR-10's red mean/std undone
+    truth = torch.div(torch.round(pixel * 255).long(), 20, rounding_mode="floor")
+    assert len(truth) == 12
+    assert data.y_train_clean is not None and torch.equal(data.y_train_clean, truth)
+    if label_noise == 0:
+        assert torch.equal(data.y_train, truth)
+    else:
+        assert int((data.y_train != truth).sum()) > 0

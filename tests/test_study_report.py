@@ -187,3 +187,19 @@ def test_study_json_round_trip_is_readable(tmp_path):
     assert stored["finished"] is True
     view = read_study(study.out)
     assert sorted(view.final["erm"]) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("label_noise", [0.0, 0.2])
+def test_clean_label_training_accuracy_is_shown_only_with_label_noise(tmp_path, label_noise):
+    """Without noise the clean labels are the labels trained on; a stored clean-label accuracy
+    there (runs before the loader kept the clean labels aligned with a subset stored a wrong
+    one) is never shown."""
+    study = _study(tmp_path, _config(label_noise=label_noise))
+    for summary in tmp_path.glob("runs/*/*/summary.json"):
+        stored = json.loads(summary.read_text())
+        stored["result"]["train_accuracy_clean"] = 0.1
+        write_json(summary, stored)
+    section = study_section(read_study(study.out), tmp_path / "img", "tiny")
+    erm_row = next(line for line in section.splitlines() if line.startswith("| ERM |"))
+    train_cell = _cells(erm_row)[3]
+    assert train_cell == ("90.0 ± 0.0 / 10.0 ± 0.0" if label_noise else "90.0 ± 0.0")

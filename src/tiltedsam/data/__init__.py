@@ -49,7 +49,9 @@ def load_dataset(
             )
         keep = torch.randperm(len(data.x_train), generator=torch.Generator().manual_seed(seed))
         keep = keep[:train_subset].sort().values
-        data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep])
+        clean = data.y_train_clean  # kept aligned: the clean-label training accuracy reads it
+        data = dataclasses.replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep],
+                                   y_train_clean=None if clean is None else clean[keep])  # fmt: skip
     if label_noise:
         noisy = apply_label_noise(data.y_train, label_noise, data.num_classes, seed)
         data = dataclasses.replace(data, y_train=noisy, y_train_clean=data.y_train)

@@ -176,7 +176,9 @@ def study_section(view: StudyView, img_dir: Path, stem: str, img_link: str = "im
         clean = [
             r["train_accuracy_clean"] for r in finals if r.get("train_accuracy_clean") is not None
         ]
-        train += f" / {_ms(clean, digits=1, of=n)}" if clean else ""
+        # without noise the clean labels are the given ones (and runs stored before the loader
+        # kept them aligned with a training subset hold a wrong value): shown only with noise
+        train += f" / {_ms(clean, digits=1, of=n)}" if clean and c.label_noise else ""
         epochs = [best_epoch(r)["epoch"] for r in earlies]
         stop = f"{statistics.fmean(epochs):.0f}" if epochs else "–"
         lines.append(
