@@ -79,11 +79,15 @@ def plot_curves(view: Any, path: Path) -> bool:
             mean, std = mean_std(values)
             ax.plot(epochs, mean, color=COLORS.get(m), label=f"{NAMES.get(m, m)} (n = {len(runs)})")
             ax.fill_between(epochs, mean - std, mean + std, color=COLORS.get(m), alpha=0.2, lw=0)
-    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
     axes[0].set_yscale("log")
     axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    axes[0].yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    low, high = axes[0].get_ylim()
+    # minor labels only within a decade: over several they run into each other
+    axes[0].yaxis.set_minor_formatter(
+        FormatStrFormatter("%g") if high / low < 10 else NullFormatter()
+    )
     axes[0].set_ylabel("objective minimised, epoch mean")
     axes[0].set_title("ERM: L(θ); SAM: L(θ+ε); TSAM: tilted L (labels trained on)", fontsize=9)
     axes[1].set_title("test accuracy (clean test labels)", fontsize=9)
