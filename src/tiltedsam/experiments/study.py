@@ -22,7 +22,14 @@ A study is what a generalization claim needs on one data set (issue #20):
 Every run lives in ``OUT/runs/<method>/<key>-seed<k>/`` where ``key`` hashes the whole run
 configuration (method, every option, seed, data settings, training settings), so runs with other
 settings never overwrite each other; unfinished runs resume from their epoch checkpoint and
-finished ones are read back (the runs are claimed, so two processes never train one twice).
+finished ones are read back.
+
+**Several processes share one study.**  Run the same command in two terminals (or
+``scripts/evidence.sh`` with ``WORKERS=2``): every run is claimed while it trains, each process
+first takes the runs nobody holds (another method's tuning stage, another seed) and waits only
+when all that is left is held by the other, so two processes finish in about half the wall
+time.  The selection does not depend on who trained what: a stage's results are read in grid
+order, so every process writes the same ``study.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from tiltedsam.experiments.selection import best_epoch, best_of, best_val, expan
 from tiltedsam.experiments.store import (
     RunConfig,
     canonical,
+    claim_run,
     full_options,
     read_summary,
     run_key,
@@ -141,6 +149,7 @@ class Study:
     log: Callable[[str], None] = print
     _data: dict[int, ArrayDataset] = field(default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _trained: int = field(default=0, repr=False)  # runs this process trained (not read back)
 
     # -- runs -------------------------------------------------------------------------------
     def full_options(self, method: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -179,12 +188,16 @@ class Study:
         )
         return None if found is None else found["result"]
 
-    def run(self, method: str, options: dict[str, Any], seed: int) -> dict[str, Any]:
-        """One run's result: read back if finished, else trained (resuming its checkpoint)."""
+    def run(
+        self, method: str, options: dict[str, Any], seed: int, *, wait: bool = True
+    ) -> dict[str, Any] | None:
+        """One run's result: read back if finished, else trained (resuming its checkpoint).  If
+        another process is training it: None without ``wait``, else its result once done."""
         label = spec_label(method, options)
 
         def train(directory: Path) -> dict[str, Any]:
             self.log(f"{self.config.name}: {label} seed {seed}")
+            self._trained += 1
             try:
                 return train_run(MethodSpec(method, dict(options), label), self.dataset(seed),
                                  self.config.train, seed, progress=False,
@@ -197,8 +210,18 @@ class Study:
                 self.log(f"{self.config.name}: {label} seed {seed} diverged")
                 return {"method": label, "seed": seed, "diverged": str(err), "history": []}
 
-        return run_or_load(self.out, self._run(method, options, seed), train,
-                           identity=self.identity)  # type: ignore[return-value]  # fmt: skip
+        def waiting(directory: Path) -> None:
+            self.log(f"{self.config.name}: {label} seed {seed}: waiting for another process")
+
+        return run_or_load(self.out, self._run(method, options, seed), train, wait=wait,
+                           on_wait=waiting, identity=self.identity)  # fmt: skip
+
+    def run_all(self, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+        """The results of ``jobs`` in their order.  Runs held by another process are skipped
+        on a first pass and waited for on a second, so processes sharing a study split the
+        jobs instead of queueing behind each other."""
+        first = [self.run(*job, wait=False) for job in jobs]
+        return [self.run(*job) if r is None else r for job, r in zip(jobs, first, strict=True)]
 
     # -- the protocol -------------------------------------------------------------------------
     def stage_points(self, method: str, stage: str, incumbent: dict[str, Any]) -> list[dict]:
@@ -242,49 +265,78 @@ class Study:
                 total += 0 if (k > 0 and incumbent) else 1
         return total
 
-    def tune(self, method: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        """Run a method's stages on the selection seeds; every tried (options, results)."""
-        tried: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-        incumbent: dict[str, Any] = {}
-        for stage in self.config.search[method]:
-            for point in self.stage_points(method, stage, incumbent):
-                full = self.full_options(method, point)
-                if any(self.full_options(method, done) == full for done, _ in tried):
-                    continue
-                results = [self.run(method, point, s) for s in self.config.select_seeds]
-                tried.append((point, results))
-            incumbent = best_of(tried, final_val)[0]
-        return tried
+    def tune(self) -> dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+        """Run every method's stages on the selection seeds; each method's tried
+        (options, results), in stage and grid order.
+
+        The methods advance together: a pass gives each method's current stage every run
+        nobody else holds, and a stage is done when all of its runs are.  A pass that neither
+        finishes a stage nor trains a run means the rest is held by another process: wait for
+        the first held run."""
+        tuning = {m: _Tuning(m, stages) for m, stages in self.config.search.items()}
+        while not all(t.done for t in tuning.values()):
+            advanced, held, trained = False, None, self._trained
+            for state in tuning.values():
+                while not state.done:
+                    jobs = self.stage_jobs(state)
+                    found = [self.run(*job, wait=False) for job in jobs]
+                    if any(r is None for r in found):
+                        held = held or jobs[found.index(None)]
+                        break
+                    state.finish_stage(jobs, found, self.config.select_seeds)
+                    advanced = True
+            if not advanced and self._trained == trained and held is not None:
+                self.run(*held)  # blocks until the other process is done with it
+        return {m: t.tried for m, t in tuning.items()}
+
+    def stage_jobs(self, state: _Tuning) -> list[Job]:
+        """The runs of ``state``'s current stage not tried before (grid order, then seed)."""
+        jobs: list[Job] = []
+        stage = self.config.search[state.method][state.stage]
+        for point in self.stage_points(state.method, stage, state.incumbent):
+            full = self.full_options(state.method, point)
+            if any(self.full_options(state.method, done) == full for done, _ in state.tried):
+                continue
+            if any(self.full_options(state.method, p) == full for _, p, _ in jobs):
+                continue
+            jobs += [(state.method, point, s) for s in self.config.select_seeds]
+        return jobs
 
     def execute(self) -> dict[str, Any]:
         """The whole protocol; returns (and writes to ``study.json``) what was selected."""
         self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         selection: dict[str, Any] = {}
-        for method in self.config.search:
-            tried = self.tune(method)
+        for method, tried in self.tune().items():
             final = best_of(tried, final_val)[0]
             early = best_of(tried, best_val)[0]
             selection[method] = {"final": final, "early": early, "budget": len(tried),
                                  "tried": [p for p, _ in tried]}  # fmt: skip
-            write_json(self.out / STUDY_FILE, self.summary(selection))
-        for seed in self.config.seeds:  # seed-major: one data set in memory at a time
+        write_json(self.out / STUDY_FILE, self.summary(selection))
+        self.run_all(self.report_jobs(selection))
+        self.analyze(selection)
+        write_json(self.out / STUDY_FILE, self.summary(selection, done=True))
+        return selection
+
+    def report_jobs(self, selection: dict[str, Any]) -> list[Job]:
+        """Every selection on every report seed (seed-major: one data set in memory at a
+        time), then TSAM's final selection at every tilt of the t-curve."""
+        jobs: list[Job] = []
+        for seed in self.config.seeds:
             for method, chosen in selection.items():
-                for options in unique([chosen["final"], chosen["early"]]):
-                    self.run(method, options, seed)
+                jobs += [(method, o, seed) for o in unique([chosen["final"], chosen["early"]])]
         if "tsam" in selection:
             base = selection["tsam"]["final"]
             for seed in self.config.tcurve_seeds or self.config.seeds:
                 for t in self.config.tcurve:
                     # spelled as a grid value would be (5 not 5.0), so one training has one key
                     tilt = parse_method(f"tsam:tilt={t:g}").options["tilt"]
-                    self.run("tsam", {**base, "tilt": tilt}, seed)
-        self.analyze(selection)
-        write_json(self.out / STUDY_FILE, self.summary(selection, done=True))
-        return selection
+                    jobs.append(("tsam", {**base, "tilt": tilt}, seed))
+        return jobs
 
     def analyze(self, selection: dict[str, Any]) -> None:
-        """Flatness of each method's final selection on the flatness seeds (cached per run)."""
+        """Flatness of each method's final selection on the flatness seeds (cached per run;
+        a run another process is analysing is waited for last)."""
         from tiltedsam.experiments.study_analysis import analyze_run, is_analyzed
 
         seeds = (
@@ -292,16 +344,53 @@ class Study:
             if self.config.flatness_seeds is None
             else self.config.flatness_seeds
         )
-        for seed in seeds:
-            for method, chosen in selection.items():
-                directory = self.run_dir(method, chosen["final"], seed)
-                if (directory / "model.pt").exists() and not is_analyzed(directory):
-                    self.log(f"{self.config.name}: flatness of {method} seed {seed}")
-                    analyze_run(directory, self.config.train.model, self.dataset(seed))
+        held = []
+        for wait in (False, True):
+            for seed, method in held if wait else [(s, m) for s in seeds for m in selection]:
+                directory = self.run_dir(method, selection[method]["final"], seed)
+                if not (directory / "model.pt").exists() or is_analyzed(directory):
+                    continue
+                claim = claim_run(directory, wait=wait)
+                if claim is None:
+                    held.append((seed, method))
+                    continue
+                with claim:
+                    if not is_analyzed(directory):  # another process may have done it
+                        self.log(f"{self.config.name}: flatness of {method} seed {seed}")
+                        analyze_run(directory, self.config.train.model, self.dataset(seed))
 
     def summary(self, selection: dict[str, Any], done: bool = False) -> dict[str, Any]:
         return canonical({"config": {**asdict(self.config), "train": asdict(self.config.train)},
                           "selection": selection, "finished": done, "version": __version__})  # fmt: skip
+
+
+Job = tuple[str, dict[str, Any], int]  # (method, options, seed)
+
+
+@dataclass
+class _Tuning:
+    """One method's progress through its stages: the incumbent and every (options, results)."""
+
+    method: str
+    stages: list[str]
+    stage: int = 0
+    incumbent: dict[str, Any] = field(default_factory=dict)
+    tried: list[tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.stage >= len(self.stages)
+
+    def finish_stage(
+        self, jobs: list[Job], results: list[dict[str, Any]], seeds: Sequence[int]
+    ) -> None:
+        """Record the stage's results (one per job, ``len(seeds)`` jobs per point, in order)
+        and move on with the best final-epoch validation accuracy as the incumbent."""
+        n = len(seeds)
+        for k in range(0, len(jobs), n):
+            self.tried.append((jobs[k][1], results[k : k + n]))
+        self.incumbent = best_of(self.tried, final_val)[0]
+        self.stage += 1
 
 
 def unique(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
