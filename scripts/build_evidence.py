@@ -1,8 +1,9 @@
 """docs/results-evidence.md from its template and the stored studies (issue #20).
 
 ``python scripts/build_evidence.py`` (part of ``make results``): every ``{{summary}}`` becomes
-the table across regimes and every ``{{study:STEM}}`` the section of ``runs/study/STEM`` (the
-study of ``configs/evidence/STEM.toml``), its figures written to ``docs/img/``.  A study not run
+the table across regimes, ``{{flatness}}`` the flatness-against-accuracy table across them, and
+every ``{{study:STEM}}`` the section of ``runs/study/STEM`` (the study of
+``configs/evidence/STEM.toml``), its figures written to ``docs/img/``.  A study not run
 yet renders as a line that says so; nothing in the page is typed by hand but the prose.
 """
 
@@ -16,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tiltedsam.experiments.study_report import (  # noqa: E402
+    FLATNESS_HEADER,
     SUMMARY_HEADER,
+    flatness_row,
     read_study,
     study_section,
     summary_row,
@@ -47,7 +50,12 @@ def main() -> None:
         rows = [summary_row(views[s], f"#{s}") for s in stems if s in views]
         return "\n".join(SUMMARY_HEADER + rows) + "\n"
 
+    def flatness(_: re.Match) -> str:
+        rows = [flatness_row(views[s], f"#{s}") for s in stems if s in views]
+        return "\n".join(FLATNESS_HEADER + [r for r in rows if r is not None]) + "\n"
+
     text = re.sub(r"\{\{study:([\w.-]+)\}\}", section, text)
+    text = re.sub(r"\{\{flatness\}\}", flatness, text)
     text = re.sub(r"\{\{summary\}\}", summary, text)
     PAGE.write_text(text)
     print(f"wrote {PAGE.relative_to(ROOT)} ({len(views)} of {len(stems)} studies)")

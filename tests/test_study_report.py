@@ -203,3 +203,35 @@ def test_clean_label_training_accuracy_is_shown_only_with_label_noise(tmp_path, 
     erm_row = next(line for line in section.splitlines() if line.startswith("| ERM |"))
     train_cell = _cells(erm_row)[3]
     assert train_cell == ("90.0 ± 0.0 / 10.0 ± 0.0" if label_noise else "90.0 ± 0.0")
+
+
+def test_flatness_row_ranks_solutions_like_a_brute_force_spearman(tmp_path):
+    """ρ(λ1, test acc) over the 9 analysed solutions = the Pearson correlation of average
+    ranks (ties share their mean rank), computed here by counting; means and orders by hand."""
+    from tiltedsam.experiments.study_report import flatness_row
+
+    study = _study(tmp_path, _config(flatness_seeds=(1, 2, 3)))
+    lam = {"erm": [40.0, 35.0, 50.0], "sam": [3.0, 2.0, 4.0], "tsam": [5.0, 3.0, 6.0]}
+    for method, chosen in SELECTION.items():
+        for i, seed in enumerate((1, 2, 3)):
+            write_json(study.run_dir(method, chosen["final"], seed) / "analysis.json",
+                       {"lambda1": lam[method][i], "trace": 10 * lam[method][i]})  # fmt: skip
+    row = _cells(flatness_row(read_study(tmp_path), "#x"))
+
+    def ranks(values: list[float]) -> np.ndarray:
+        return np.array([sum(w < v for w in values) + (sum(w == v for w in values) + 1) / 2
+                         for v in values])  # fmt: skip
+
+    x = [v for m in ("erm", "sam", "tsam") for v in lam[m]]
+    y = [v for m in ("erm", "sam", "tsam") for v in FINAL[m]]
+    rho = np.corrcoef(ranks(x), ranks(y))[0, 1]
+    assert row[1] == "9"
+    assert row[2] == "41.7 / 3 / 4.67"
+    assert (
+        row[3] == f"{100 * np.mean(FINAL['erm']):.2f} / 85.00 / {100 * np.mean(FINAL['tsam']):.2f}"
+    )
+    assert row[4].startswith(f"{rho:+.2f} (p = ")
+    assert row[5].startswith(f"{rho:+.2f} (p = ")  # tr H = 10 λ1: the same ranks
+    assert row[6] == "SAM < TSAM < ERM"
+    assert row[7] in ("SAM > TSAM > ERM", "TSAM > SAM > ERM")  # SAM and TSAM both average 85%
+    assert flatness_row(read_study(_study(tmp_path / "unanalysed").out), "#x") is None

@@ -348,6 +348,60 @@ def summary_row(view: StudyView, link: str) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def flatness_accuracy(view: StudyView) -> list[tuple[str, int, float, float, float]]:
+    """``(method, seed, λ1, tr H, final test accuracy)`` of every analysed final solution."""
+    return [
+        (m, seed, float(flat["lambda1"]), float(flat["trace"]), final_test(view.final[m][seed]))
+        for m, runs in view.flatness.items()
+        for seed, flat in sorted(runs.items())
+        if seed in view.final.get(m, {})
+    ]
+
+
+def flatness_row(view: StudyView, link: str) -> str | None:
+    """``| regime | n | λ1 per method | test acc per method | ρ(λ1, acc) | ρ(tr H, acc) |
+    methods by mean λ1 | methods by mean accuracy |``; None without three analysed solutions.
+
+    ρ is Spearman's rank correlation over the analysed solutions (methods × seeds pooled),
+    with its two-sided p-value: negative means the flatter solutions are the more accurate."""
+    from scipy.stats import spearmanr
+
+    points = flatness_accuracy(view)
+    if len(points) < 3:
+        return None
+    methods = [m for m in ("erm", "sam", "tsam") if any(p[0] == m for p in points)]
+
+    def mean(m: str, k: int) -> float:
+        return statistics.fmean(p[k] for p in points if p[0] == m)
+
+    def rho(k: int) -> str:
+        r, pvalue = spearmanr([p[k] for p in points], [p[4] for p in points])
+        mark = "" if pvalue < 0.05 else ", n.s."
+        return f"{r:+.2f} (p = {pvalue:.2g}{mark})"
+
+    by_flatness = sorted(methods, key=lambda m: mean(m, 2))
+    by_accuracy = sorted(methods, key=lambda m: -mean(m, 4))
+    cells = [
+        f"[{view.config.name}]({link})",
+        str(len(points)),
+        " / ".join(f"{mean(m, 2):.3g}" for m in methods),
+        " / ".join(f"{100 * mean(m, 4):.2f}" for m in methods),
+        rho(2),
+        rho(3),
+        " < ".join(NAMES[m] for m in by_flatness),
+        " > ".join(NAMES[m] for m in by_accuracy),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+FLATNESS_HEADER = [
+    "| regime | solutions | λ1: ERM / SAM / TSAM | test acc (%): ERM / SAM / TSAM | "
+    "Spearman ρ(λ1, test acc) | Spearman ρ(tr H, test acc) | flattest first (mean λ1) | "
+    "most accurate first |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
 SUMMARY_HEADER = [
     "| regime | ERM final | ERM early-stopped | SAM final | SAM early-stopped | TSAM final | "
     "TSAM early-stopped | TSAM − ERM, both early-stopped | TSAM final − ERM early-stopped | "
