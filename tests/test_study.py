@@ -211,3 +211,23 @@ def test_two_processes_share_a_study_and_train_every_run_once(tmp_path):
     single = subprocess.run([*cmd[:-1], str(tmp_path / "single")], capture_output=True,
                             text=True, env=env, timeout=600, check=True)  # fmt: skip
     assert json.loads(single.stdout)["selection"] == outputs[0]["selection"]
+
+
+def test_flatness_settings_of_a_study_are_checked_and_key_the_cache(tmp_path):
+    """A study's ``flatness`` table sets the cost of the flatness pass; a bad key or count is
+    refused when the config is made, and a result cached under other settings is not reused."""
+    from tiltedsam.experiments.study_analysis import SETTINGS, analysis_settings, is_analyzed
+
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['tilts'\]"):
+        _config(flatness={"tilts": 3})
+    with pytest.raises(ValueError, match=r"flatness.draws must be an integer >= 1, got 0"):
+        _config(flatness={"draws": 0})
+    config = _config(search={"erm": ["lr=0.05"]}, seeds=(1,), tcurve=(), flatness_seeds=(1,),
+                     flatness={"subset": 64, "draws": 2, "probes": 2})  # fmt: skip
+    study = Study(config, tmp_path / "out", log=lambda line: None)
+    study.execute()
+    directory = study.run_dir("erm", {}, 1)
+    stored = json.loads((directory / "analysis.json").read_text())
+    assert stored["settings"] == {**SETTINGS, "subset": 64, "draws": 2, "probes": 2}
+    assert is_analyzed(directory, analysis_settings(config.flatness))
+    assert not is_analyzed(directory)  # the default settings would compute it again

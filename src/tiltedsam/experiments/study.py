@@ -78,6 +78,7 @@ class StudyConfig:
     tcurve: tuple[float, ...] = (0.0, 1.0, 5.0, 20.0, 100.0)
     tcurve_seeds: tuple[int, ...] | None = None
     flatness_seeds: tuple[int, ...] | None = None  # None: first three report seeds; (): skip
+    flatness: dict[str, int] | None = None  # cost of the flatness pass: subset, draws, probes
     augment: bool = True  # False: no training-time augmentation (CIFAR's crop and flip)
     max_length: int = 64  # text ("glue:TASK" data sets): tokens kept per example
     equal_budget: bool = True
@@ -107,6 +108,9 @@ class StudyConfig:
             check_seeds(self.tcurve_seeds, "tcurve_seeds")
         if self.flatness_seeds:  # () or [] skips the flatness phase
             check_seeds(self.flatness_seeds, "flatness_seeds")
+        from tiltedsam.experiments.study_analysis import analysis_settings
+
+        analysis_settings(self.flatness)  # a bad key or count fails before anything trains
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StudyConfig:
@@ -337,7 +341,9 @@ class Study:
     def analyze(self, selection: dict[str, Any]) -> None:
         """Flatness of each method's final selection on the flatness seeds (cached per run;
         a run another process is analysing is waited for last)."""
-        from tiltedsam.experiments.study_analysis import analyze_run, is_analyzed
+        from tiltedsam.experiments.study_analysis import analysis_settings, analyze_run, is_analyzed
+
+        settings = analysis_settings(self.config.flatness)
 
         seeds = (
             self.config.seeds[:3]
@@ -348,16 +354,17 @@ class Study:
         for wait in (False, True):
             for seed, method in held if wait else [(s, m) for s in seeds for m in selection]:
                 directory = self.run_dir(method, selection[method]["final"], seed)
-                if not (directory / "model.pt").exists() or is_analyzed(directory):
+                if not (directory / "model.pt").exists() or is_analyzed(directory, settings):
                     continue
                 claim = claim_run(directory, wait=wait)
                 if claim is None:
                     held.append((seed, method))
                     continue
                 with claim:
-                    if not is_analyzed(directory):  # another process may have done it
+                    if not is_analyzed(directory, settings):  # done by another meanwhile?
                         self.log(f"{self.config.name}: flatness of {method} seed {seed}")
-                        analyze_run(directory, self.config.train.model, self.dataset(seed))
+                        analyze_run(directory, self.config.train.model, self.dataset(seed),
+                                    settings)  # fmt: skip
 
     def summary(self, selection: dict[str, Any], done: bool = False) -> dict[str, Any]:
         return canonical({"config": {**asdict(self.config), "train": asdict(self.config.train)},

@@ -68,7 +68,23 @@ def _flatness_of(model: nn.Module, data: ArrayDataset, settings: dict[str, Any])
     }
 
 
-def _cached(directory: Path) -> dict[str, Any] | None:
+def analysis_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:data:`SETTINGS` with a study's ``flatness`` overrides (``subset``, ``draws``,
+    ``probes``: the measurement's cost); an unknown key or a non-positive count is an error."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(TUNABLE))
+    if unknown:
+        raise ValueError(f"flatness: unknown setting(s) {unknown}; allowed: {list(TUNABLE)}")
+    for key, value in overrides.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"flatness.{key} must be an integer >= 1, got {value!r}")
+    return {**SETTINGS, **overrides}
+
+
+TUNABLE = ("subset", "draws", "probes")
+
+
+def _cached(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     cached = directory / "analysis.json"
     if not cached.exists():
         return None
@@ -76,23 +92,27 @@ def _cached(directory: Path) -> dict[str, Any] | None:
         stored = json.loads(cached.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # damaged: computed again
-    return stored if stored.get("settings") == json.loads(json.dumps(SETTINGS)) else None
+    return stored if stored.get("settings") == json.loads(json.dumps(settings)) else None
 
 
-def is_analyzed(directory: Path) -> bool:
-    """Whether ``directory/analysis.json`` holds a result for the current settings."""
-    return _cached(directory) is not None
+def is_analyzed(directory: Path, settings: dict[str, Any] | None = None) -> bool:
+    """Whether ``directory/analysis.json`` holds a result for ``settings`` (default
+    :data:`SETTINGS`)."""
+    return _cached(directory, SETTINGS if settings is None else settings) is not None
 
 
-def analyze_run(directory: Path, model_name: str, data: ArrayDataset) -> dict[str, Any]:
-    """``directory/analysis.json``, computed from ``directory/model.pt`` unless cached with the
-    current settings."""
-    stored = _cached(directory)
+def analyze_run(
+    directory: Path, model_name: str, data: ArrayDataset, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``directory/analysis.json``, computed from ``directory/model.pt`` unless cached with
+    ``settings`` (default :data:`SETTINGS`)."""
+    settings = dict(SETTINGS if settings is None else settings)
+    stored = _cached(directory, settings)
     if stored is not None:
         return stored
     cached = directory / "analysis.json"
     model = create_model(model_name, data.x_train.shape[1:], data.num_classes)
     model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
-    result = flatness_of(model, data, dict(SETTINGS))
+    result = flatness_of(model, data, settings)
     write_json(cached, result)
     return result
