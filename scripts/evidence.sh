@@ -16,5 +16,7 @@ for config in "$@"; do
     nice -n 19 "$TILTEDSAM" study "$config" --threads 1 &
     pids+=("$!")
   done
-  for pid in "${pids[@]}"; do wait "$pid"; done
+  rc=0  # wait for every worker, even after one failed, then stop on the failure
+  for pid in "${pids[@]}"; do wait "$pid" || rc=$?; done
+  [ "$rc" -eq 0 ] || exit "$rc"
 done

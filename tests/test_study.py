@@ -154,16 +154,16 @@ def test_a_run_held_by_another_process_is_skipped_then_waited_for(tmp_path):
 
     def log(line: str) -> None:
         lines.append(line)
-        if "waiting for another process" in line:
+        if "waiting for other processes" in line:
             held.release()  # the other process gives up (dies): this one trains the run
 
-    study.log = log
+    study.log, study.poll_seconds = log, 0.05
     try:
         selection = study.execute()
     finally:
         fallback.cancel()
     trained = [line.split(": ", 1)[1] for line in lines]
-    waited = trained.index("erm:lr=0.01 seed 0: waiting for another process")
+    waited = trained.index("waiting for other processes (erm:lr=0.01 seed 0)")
     assert trained[waited + 1] == "erm:lr=0.01 seed 0"
     tuning = [t for t in trained[:waited] if t.endswith("seed 0")]
     assert tuning == ["erm:lr=0.1 seed 0", "sam:lr=0.01 seed 0", "sam:lr=0.01,rho=0.1 seed 0",
@@ -203,7 +203,7 @@ def test_two_processes_share_a_study_and_train_every_run_once(tmp_path):
         line.split(": ", 1)[1]
         for out in outputs
         for line in out["lines"]
-        if "waiting for another process" not in line
+        if "waiting for" not in line
     ]
     runs = list((tmp_path / "shared").glob("runs/*/*/summary.json"))
     assert len(trained) == len(set(trained)) == len(runs)  # each run trained once, by one

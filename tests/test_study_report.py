@@ -208,14 +208,20 @@ def test_clean_label_training_accuracy_is_shown_only_with_label_noise(tmp_path, 
 def test_flatness_row_ranks_solutions_like_a_brute_force_spearman(tmp_path):
     """ρ(λ1, test acc) over the 9 analysed solutions = the Pearson correlation of average
     ranks (ties share their mean rank), computed here by counting; means and orders by hand."""
+    from tiltedsam.experiments.study_analysis import analysis_settings
     from tiltedsam.experiments.study_report import flatness_row
 
-    study = _study(tmp_path, _config(flatness_seeds=(1, 2, 3)))
+    study = _study(tmp_path, _config(flatness_seeds=(1, 2, 3), flatness={"draws": 7}))
     lam = {"erm": [40.0, 35.0, 50.0], "sam": [3.0, 2.0, 4.0], "tsam": [5.0, 3.0, 6.0]}
+    settings = analysis_settings({"draws": 7})
     for method, chosen in SELECTION.items():
         for i, seed in enumerate((1, 2, 3)):
             write_json(study.run_dir(method, chosen["final"], seed) / "analysis.json",
-                       {"lambda1": lam[method][i], "trace": 10 * lam[method][i]})  # fmt: skip
+                       {"lambda1": lam[method][i], "trace": 10 * lam[method][i],
+                        "settings": settings})  # fmt: skip
+    # measured with other settings (the defaults): left out, not pooled with the rest
+    write_json(study.run_dir("erm", {"lr": 0.1}, 4) / "analysis.json",
+               {"lambda1": 1.0, "trace": 1.0, "settings": analysis_settings()})  # fmt: skip
     row = _cells(flatness_row(read_study(tmp_path), "#x"))
 
     def ranks(values: list[float]) -> np.ndarray:
@@ -235,3 +241,28 @@ def test_flatness_row_ranks_solutions_like_a_brute_force_spearman(tmp_path):
     assert row[6] == "SAM < TSAM < ERM"
     assert row[7] in ("SAM > TSAM > ERM", "TSAM > SAM > ERM")  # SAM and TSAM both average 85%
     assert flatness_row(read_study(_study(tmp_path / "unanalysed").out), "#x") is None
+    # a method without analysed solutions keeps its column ("–"), the others stay in theirs
+    (study.run_dir("sam", SELECTION["sam"]["final"], 2) / "analysis.json").unlink()
+    for seed in (1, 3):
+        write_json(study.run_dir("sam", SELECTION["sam"]["final"], seed) / "analysis.json",
+                   {"lambda1": 3.0, "trace": 30.0, "settings": analysis_settings()})  # fmt: skip
+    row = _cells(flatness_row(read_study(tmp_path), "#x"))
+    assert row[1] == "6" and row[2] == "41.7 / – / 4.67"
+
+
+def test_spearman_p_value_is_exact_for_few_points():
+    """Three points in perfect order: 2 of the 3! orderings reach |rho| = 1, so p = 1/3 (the t
+    approximation says 0); four points: counted over all 24 orderings here by brute force."""
+    import itertools
+
+    from scipy.stats import spearmanr
+
+    from tiltedsam.experiments.stats import spearman
+
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx((1.0, 1 / 3))
+    assert spearman([1, 1, 1], [1, 2, 3]) is None
+    x, y = [0.3, 0.1, 0.4, 0.2], [5.0, 7.0, 6.0, 8.0]
+    rho = spearmanr(x, y).statistic
+    reach = [abs(spearmanr(x, list(p)).statistic) >= abs(rho) - 1e-12
+             for p in itertools.permutations(y)]  # fmt: skip
+    assert spearman(x, y) == pytest.approx((rho, sum(reach) / len(reach)))

@@ -71,3 +71,32 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     if n < 2:
         return mean, 0.0
     return mean, stats.t.ppf(0.5 + confidence / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+
+
+EXACT_UP_TO = 9  # n! = 362,880 orderings at most: enumerated, not sampled
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float] | None:
+    r"""Spearman's :math:`\rho` of ``x`` and ``y`` (Pearson's correlation of their average
+    ranks, ties sharing their mean rank) and its two-sided p-value; None if either is constant.
+
+    For :math:`n \le 9` the p-value is exact: the share of the :math:`n!` orderings of ``y``'s
+    ranks whose :math:`|\rho|` reaches the observed one (with 3 points in perfect order it is
+    1/3, where the t approximation says 0).  Beyond, ``scipy.stats.spearmanr``'s."""
+    import itertools
+
+    import numpy as np
+
+    rx, ry = stats.rankdata(x), stats.rankdata(y)
+    if len(rx) != len(ry):
+        raise ValueError(f"spearman: x and y differ in length ({len(rx)} and {len(ry)})")
+    if len(rx) < 3 or np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return None
+    rho = float(stats.spearmanr(x, y).statistic)
+    if len(rx) > EXACT_UP_TO:
+        return rho, float(stats.spearmanr(x, y).pvalue)
+    cx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
+    perms = np.array(list(itertools.permutations(range(len(ry)))), dtype=np.intp)
+    cy = ry[perms] - ry.mean()
+    r = cy @ cx / np.linalg.norm(cy, axis=1)
+    return rho, float(np.mean(np.abs(r) >= abs(rho) - 1e-12))

@@ -34,6 +34,7 @@ order, so every process writes the same ``study.json``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -153,6 +154,7 @@ class Study:
     log: Callable[[str], None] = print
     _data: dict[int, ArrayDataset] = field(default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    poll_seconds: float = 15.0  # tuning: how often to look again when others hold every run
     _trained: int = field(default=0, repr=False)  # runs this process trained (not read back)
 
     # -- runs -------------------------------------------------------------------------------
@@ -269,28 +271,41 @@ class Study:
                 total += 0 if (k > 0 and incumbent) else 1
         return total
 
-    def tune(self) -> dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
+    def tune(
+        self, on_tuned: Callable[[str, list], None] | None = None
+    ) -> dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]]]:
         """Run every method's stages on the selection seeds; each method's tried
-        (options, results), in stage and grid order.
+        (options, results), in stage and grid order (``on_tuned(method, tried)`` is told as
+        each method finishes).
 
         The methods advance together: a pass gives each method's current stage every run
         nobody else holds, and a stage is done when all of its runs are.  A pass that neither
-        finishes a stage nor trains a run means the rest is held by another process: wait for
-        the first held run."""
+        finishes a stage nor trains a run means the rest is held by other processes: look
+        again after ``poll_seconds`` (a stage another process completes meanwhile may open
+        new runs, and the run of a process that died is free again)."""
         tuning = {m: _Tuning(m, stages) for m, stages in self.config.search.items()}
+        waiting = False
         while not all(t.done for t in tuning.values()):
-            advanced, held, trained = False, None, self._trained
+            advanced, held, trained = False, [], self._trained
             for state in tuning.values():
                 while not state.done:
                     jobs = self.stage_jobs(state)
                     found = [self.run(*job, wait=False) for job in jobs]
                     if any(r is None for r in found):
-                        held = held or jobs[found.index(None)]
+                        held += [job for job, r in zip(jobs, found, strict=True) if r is None]
                         break
                     state.finish_stage(jobs, found, self.config.select_seeds)
                     advanced = True
-            if not advanced and self._trained == trained and held is not None:
-                self.run(*held)  # blocks until the other process is done with it
+                    if state.done and on_tuned is not None:
+                        on_tuned(state.method, state.tried)
+            if advanced or self._trained != trained:
+                waiting = False
+            elif held:
+                if not waiting:  # once per wait, not once per look
+                    names = ", ".join(f"{spec_label(m, o)} seed {s}" for m, o, s in held)
+                    self.log(f"{self.config.name}: waiting for other processes ({names})")
+                    waiting = True
+                time.sleep(self.poll_seconds)
         return {m: t.tried for m, t in tuning.items()}
 
     def stage_jobs(self, state: _Tuning) -> list[Job]:
@@ -311,12 +326,18 @@ class Study:
         self.check()
         self.out.mkdir(parents=True, exist_ok=True)
         selection: dict[str, Any] = {}
-        for method, tried in self.tune().items():
+
+        def select(method: str, tried: list) -> None:
             final = best_of(tried, final_val)[0]
             early = best_of(tried, best_val)[0]
             selection[method] = {"final": final, "early": early, "budget": len(tried),
                                  "tried": [p for p, _ in tried]}  # fmt: skip
-        write_json(self.out / STUDY_FILE, self.summary(selection))
+            # what is selected so far, in the config's method order (the report shows it)
+            ordered = {m: selection[m] for m in self.config.search if m in selection}
+            write_json(self.out / STUDY_FILE, self.summary(ordered))
+
+        self.tune(on_tuned=select)
+        selection = {m: selection[m] for m in self.config.search}
         self.run_all(self.report_jobs(selection))
         self.analyze(selection)
         write_json(self.out / STUDY_FILE, self.summary(selection, done=True))

@@ -84,7 +84,9 @@ def analysis_settings(overrides: dict[str, Any] | None = None) -> dict[str, Any]
 TUNABLE = ("subset", "draws", "probes")
 
 
-def _cached(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+def stored_analysis(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """``directory/analysis.json`` if it holds a result measured with ``settings``, else None
+    (also when it is missing or damaged)."""
     cached = directory / "analysis.json"
     if not cached.exists():
         return None
@@ -98,7 +100,7 @@ def _cached(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
 def is_analyzed(directory: Path, settings: dict[str, Any] | None = None) -> bool:
     """Whether ``directory/analysis.json`` holds a result for ``settings`` (default
     :data:`SETTINGS`)."""
-    return _cached(directory, SETTINGS if settings is None else settings) is not None
+    return stored_analysis(directory, SETTINGS if settings is None else settings) is not None
 
 
 def analyze_run(
@@ -107,7 +109,7 @@ def analyze_run(
     """``directory/analysis.json``, computed from ``directory/model.pt`` unless cached with
     ``settings`` (default :data:`SETTINGS`)."""
     settings = dict(SETTINGS if settings is None else settings)
-    stored = _cached(directory, settings)
+    stored = stored_analysis(directory, settings)
     if stored is not None:
         return stored
     cached = directory / "analysis.json"

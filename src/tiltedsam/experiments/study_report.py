@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tiltedsam.experiments.configs import TrainConfig
-from tiltedsam.experiments.stats import mean_interval, paired_difference
+from tiltedsam.experiments.stats import mean_interval, paired_difference, spearman
 from tiltedsam.experiments.study import (
     STUDY_FILE,
     Study,
@@ -26,6 +26,7 @@ from tiltedsam.experiments.study import (
     final_val,
     spec_label,
 )
+from tiltedsam.experiments.study_analysis import analysis_settings, stored_analysis
 from tiltedsam.experiments.study_figures import (
     early_test,
     final_test,
@@ -85,6 +86,7 @@ def read_study(out: str | Path) -> StudyView:
 
         return load
 
+    settings = analysis_settings(config.flatness)
     for method, chosen in view.selection.items():
         view.final[method] = _by_seed(loader("final"), method, chosen["final"], config.seeds)
         view.early[method] = _by_seed(loader("early-stopped"), method, chosen["early"],
@@ -95,10 +97,10 @@ def read_study(out: str | Path) -> StudyView:
         ]
         flat_seeds = config.seeds[:3] if config.flatness_seeds is None else config.flatness_seeds
         view.flatness[method] = {}
-        for seed in flat_seeds:
-            path = study.run_dir(method, chosen["final"], seed) / "analysis.json"
-            if path.exists():
-                view.flatness[method][seed] = json.loads(path.read_text())
+        for seed in flat_seeds:  # only what was measured with the study's settings
+            found = stored_analysis(study.run_dir(method, chosen["final"], seed), settings)
+            if found is not None:
+                view.flatness[method][seed] = found
     if "tsam" in view.selection:
         base = view.selection["tsam"]["final"]
         for t in config.tcurve:
@@ -362,10 +364,10 @@ def flatness_row(view: StudyView, link: str) -> str | None:
     """``| regime | n | λ1 per method | test acc per method | ρ(λ1, acc) | ρ(tr H, acc) |
     methods by mean λ1 | methods by mean accuracy |``; None without three analysed solutions.
 
-    ρ is Spearman's rank correlation over the analysed solutions (methods × seeds pooled),
-    with its two-sided p-value: negative means the flatter solutions are the more accurate."""
-    from scipy.stats import spearmanr
-
+    ρ is Spearman's rank correlation over the analysed solutions (methods × seeds pooled), with
+    its two-sided p-value (exact for up to 9 solutions, :func:`~tiltedsam.experiments.stats.
+    spearman`): negative means the flatter solutions are the more accurate.  A method without
+    analysed solutions is "–" in the per-method cells."""
     points = flatness_accuracy(view)
     if len(points) < 3:
         return None
@@ -374,22 +376,25 @@ def flatness_row(view: StudyView, link: str) -> str | None:
     def mean(m: str, k: int) -> float:
         return statistics.fmean(p[k] for p in points if p[0] == m)
 
-    def rho(k: int) -> str:
-        r, pvalue = spearmanr([p[k] for p in points], [p[4] for p in points])
-        mark = "" if pvalue < 0.05 else ", n.s."
-        return f"{r:+.2f} (p = {pvalue:.2g}{mark})"
+    def per_method(k: int, fmt) -> str:
+        return " / ".join(fmt(mean(m, k)) if m in methods else "–" for m in ("erm", "sam", "tsam"))
 
-    by_flatness = sorted(methods, key=lambda m: mean(m, 2))
-    by_accuracy = sorted(methods, key=lambda m: -mean(m, 4))
+    def rho(k: int) -> str:
+        found = spearman([p[k] for p in points], [p[4] for p in points])
+        if found is None:
+            return "–"
+        r, pvalue = found
+        return f"{r:+.2f} (p = {pvalue:.3g}{'' if pvalue < 0.05 else ', n.s.'})"
+
     cells = [
         f"[{view.config.name}]({link})",
         str(len(points)),
-        " / ".join(f"{mean(m, 2):.3g}" for m in methods),
-        " / ".join(f"{100 * mean(m, 4):.2f}" for m in methods),
+        per_method(2, lambda v: f"{v:.3g}"),
+        per_method(4, lambda v: f"{100 * v:.2f}"),
         rho(2),
         rho(3),
-        " < ".join(NAMES[m] for m in by_flatness),
-        " > ".join(NAMES[m] for m in by_accuracy),
+        " < ".join(NAMES[m] for m in sorted(methods, key=lambda m: mean(m, 2))),
+        " > ".join(NAMES[m] for m in sorted(methods, key=lambda m: -mean(m, 4))),
     ]
     return "| " + " | ".join(cells) + " |"
 
