@@ -16,12 +16,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from tiltedsam.experiments.study_report import (  # noqa: E402
+from tiltedsam.experiments.study_report import read_study, study_section  # noqa: E402
+from tiltedsam.experiments.study_summary import (  # noqa: E402
     FLATNESS_HEADER,
     SUMMARY_HEADER,
     flatness_row,
-    read_study,
-    study_section,
     summary_row,
 )
 

@@ -12,7 +12,8 @@ import pytest
 
 from tiltedsam._files import write_json
 from tiltedsam.experiments.study import STUDY_FILE, Study, StudyConfig
-from tiltedsam.experiments.study_report import read_study, study_section, summary_row
+from tiltedsam.experiments.study_report import read_study, study_section
+from tiltedsam.experiments.study_summary import summary_row
 from tiltedsam.experiments.train import TrainConfig
 
 T_975_2 = 4.302652729911275  # t quantile, 2 degrees of freedom (tables)
@@ -209,7 +210,7 @@ def test_flatness_row_ranks_solutions_like_a_brute_force_spearman(tmp_path):
     """ρ(λ1, test acc) over the 9 analysed solutions = the Pearson correlation of average
     ranks (ties share their mean rank), computed here by counting; means and orders by hand."""
     from tiltedsam.experiments.study_analysis import analysis_settings
-    from tiltedsam.experiments.study_report import flatness_row
+    from tiltedsam.experiments.study_summary import flatness_row
 
     study = _study(tmp_path, _config(flatness_seeds=(1, 2, 3), flatness={"draws": 7}))
     lam = {"erm": [40.0, 35.0, 50.0], "sam": [3.0, 2.0, 4.0], "tsam": [5.0, 3.0, 6.0]}
