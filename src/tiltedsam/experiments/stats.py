@@ -92,9 +92,10 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float] | No
         raise ValueError(f"spearman: x and y differ in length ({len(rx)} and {len(ry)})")
     if len(rx) < 3 or np.ptp(rx) == 0 or np.ptp(ry) == 0:
         return None
-    rho = float(stats.spearmanr(x, y).statistic)
+    found = stats.spearmanr(x, y)
+    rho = float(found.statistic)
     if len(rx) > EXACT_UP_TO:
-        return rho, float(stats.spearmanr(x, y).pvalue)
+        return rho, float(found.pvalue)
     cx = (rx - rx.mean()) / np.linalg.norm(rx - rx.mean())
     perms = np.array(list(itertools.permutations(range(len(ry)))), dtype=np.intp)
     cy = ry[perms] - ry.mean()
