@@ -181,6 +181,28 @@ def test_curve_bands_are_the_sample_std_of_the_tables():
     assert mean_std(np.array([[1.0, 2.0]]))[1].tolist() == [0.0, 0.0]  # one seed: no band
 
 
+@pytest.mark.parametrize(("low", "high", "least"), [(0.2, 2.3, 3), (0.3, 0.9, 3), (0.01, 3.0, 4)])
+def test_the_log_loss_axis_labels_enough_ticks_to_read(low, high, least):
+    """A loss falling from 2.3 to 0.2 spans just over a decade: matplotlib's default labels one
+    tick (1) there; the figure labels at least ``least`` ticks inside the drawn range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tiltedsam.experiments.study_figures import _label_log_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [low, high])
+    _label_log_axis(ax)
+    fig.canvas.draw()
+    bottom, top = ax.get_ylim()
+    ticks = ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks()
+    shown = {t.get_loc() for t in ticks if bottom <= t.get_loc() <= top and t.label1.get_text()}
+    plt.close(fig)
+    assert len(shown) >= least, sorted(shown)
+
+
 def test_study_json_round_trip_is_readable(tmp_path):
     """A hand-built directory is read like a real one (guards the helpers above)."""
     study = _study(tmp_path)

@@ -60,6 +60,25 @@ def _pyplot():
     return plt
 
 
+def _label_log_axis(ax: Any) -> None:
+    """Log-scale y with enough labels to read: every tick within a decade, 1-2-5 per decade
+    over up to three decades (one labelled power of ten is not readable), powers beyond."""
+    import math
+
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low)
+    if decades < 1:
+        ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+        return
+    if decades <= 3:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_curves(view: Any, path: Path) -> bool:
     """The objective each method minimised (its epoch mean over steps, on the labels trained on)
     and test accuracy per epoch of the final selections, mean over seeds with a band of ± one
@@ -79,15 +98,9 @@ def plot_curves(view: Any, path: Path) -> bool:
             mean, std = mean_std(values)
             ax.plot(epochs, mean, color=COLORS.get(m), label=f"{NAMES.get(m, m)} (n = {len(runs)})")
             ax.fill_between(epochs, mean - std, mean + std, color=COLORS.get(m), alpha=0.2, lw=0)
-    from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
+    from matplotlib.ticker import MaxNLocator
 
-    axes[0].set_yscale("log")
-    axes[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    low, high = axes[0].get_ylim()
-    # minor labels only within a decade: over several they run into each other
-    axes[0].yaxis.set_minor_formatter(
-        FormatStrFormatter("%g") if high / low < 10 else NullFormatter()
-    )
+    _label_log_axis(axes[0])
     axes[0].set_ylabel("objective minimised, epoch mean")
     axes[0].set_title("ERM: L(θ); SAM: L(θ+ε); TSAM: tilted L (labels trained on)", fontsize=9)
     axes[1].set_title("test accuracy (clean test labels)", fontsize=9)
