@@ -1,7 +1,8 @@
 """docs/results-evidence.md from its template and the stored studies (issue #20).
 
 ``python scripts/build_evidence.py`` (part of ``make results``): every ``{{summary}}`` becomes
-the table across regimes, ``{{flatness}}`` the flatness-against-accuracy table across them, and
+the table across regimes, ``{{flatness}}`` the flatness-against-accuracy table across them,
+``{{cost}}`` what a training run of each method cost in each, and
 every ``{{study:STEM}}`` the section of ``runs/study/STEM`` (the study of
 ``configs/evidence/STEM.toml``), its figures written to ``docs/img/``.  A study not run
 yet renders as a line that says so; nothing in the page is typed by hand but the prose.
@@ -18,8 +19,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from tiltedsam.experiments.study_report import read_study, study_section  # noqa: E402
 from tiltedsam.experiments.study_summary import (  # noqa: E402
+    COST_HEADER,
     FLATNESS_HEADER,
     SUMMARY_HEADER,
+    cost_row,
     flatness_row,
     summary_row,
 )
@@ -53,9 +56,14 @@ def main() -> None:
         rows = [flatness_row(views[s], f"#{s}") for s in stems if s in views]
         return "\n".join(FLATNESS_HEADER + [r for r in rows if r is not None]) + "\n"
 
+    def cost(_: re.Match) -> str:
+        rows = [cost_row(views[s], f"#{s}") for s in stems if s in views]
+        return "\n".join(COST_HEADER + [r for r in rows if r is not None]) + "\n"
+
     text = re.sub(r"\{\{study:([\w.-]+)\}\}", section, text)
     text = re.sub(r"\{\{flatness\}\}", flatness, text)
     text = re.sub(r"\{\{summary\}\}", summary, text)
+    text = re.sub(r"\{\{cost\}\}", cost, text)
     PAGE.write_text(text)
     print(f"wrote {PAGE.relative_to(ROOT)} ({len(views)} of {len(stems)} studies)")
 

@@ -203,6 +203,30 @@ def test_the_log_loss_axis_labels_enough_ticks_to_read(low, high, least):
     assert len(shown) >= least, sorted(shown)
 
 
+def test_cost_row_divides_the_recorded_cpu_time_and_passes(tmp_path):
+    """Passes per step are closure calls over steps; CPU minutes the mean over the final
+    selections' report runs; the ratios divide those means.  Without recorded cost: no row."""
+    from tiltedsam.experiments.study_summary import cost_row
+
+    study = _study(tmp_path)
+    assert cost_row(read_study(study.out), "#tiny") is None  # the hand-built runs record none
+    passes = {"erm": 1, "sam": 2, "tsam": 6}
+    seconds = {
+        "erm": [60.0, 66.0, 54.0],
+        "sam": [120.0, 126.0, 114.0],
+        "tsam": [360.0, 390.0, 330.0],
+    }
+    for method, chosen in SELECTION.items():
+        for i, seed in enumerate(study.config.seeds):
+            path = study.run_dir(method, chosen["final"], seed) / "summary.json"
+            stored = json.loads(path.read_text())
+            stored["result"].update(steps=30, closure_calls=30 * passes[method],
+                                    cpu_time=seconds[method][i])  # fmt: skip
+            write_json(path, stored)
+    row = _cells(cost_row(read_study(study.out), "#tiny"))
+    assert row[1:] == ["1 / 2 / 6", "1.00 / 2.00 / 6.00", "6.0×", "3.0×"]
+
+
 def test_study_json_round_trip_is_readable(tmp_path):
     """A hand-built directory is read like a real one (guards the helpers above)."""
     study = _study(tmp_path)

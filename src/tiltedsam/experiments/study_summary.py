@@ -1,5 +1,6 @@
 """The evidence page's tables across studies: one row per study of test accuracies with the
-paired differences (:func:`summary_row`), and of flatness against accuracy (:func:`flatness_row`)."""
+paired differences (:func:`summary_row`), of flatness against accuracy (:func:`flatness_row`),
+and of what each method's training cost (:func:`cost_row`)."""
 
 from __future__ import annotations
 
@@ -98,4 +99,31 @@ SUMMARY_HEADER = [
     "TSAM early-stopped | TSAM − ERM, both early-stopped | TSAM final − ERM early-stopped | "
     "TSAM − SAM, final |",
     "|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def cost_row(view: StudyView, link: str) -> str | None:
+    """``| regime | passes per step: ERM / SAM / TSAM | CPU-min per run: ERM / SAM / TSAM |
+    TSAM ÷ ERM | TSAM ÷ SAM |`` over the final selections' report runs; None unless every
+    method has runs that recorded their cost.
+
+    A pass is one forward-backward of a batch (``closure_calls / steps``: hardware-free);
+    CPU minutes are the process CPU time of a single-threaded run (``--threads 1``), which a
+    second process on another core barely moves.  The ratios divide the mean CPU minutes."""
+    passes, minutes = [], []
+    for m in ("erm", "sam", "tsam"):
+        runs = [r for r in view.final.get(m, {}).values() if r.get("cpu_time") and r.get("steps")]
+        if not runs:
+            return None
+        passes.append(statistics.fmean(r["closure_calls"] / r["steps"] for r in runs))
+        minutes.append(statistics.fmean(r["cpu_time"] / 60 for r in runs))
+    return (f"| [{view.config.name}]({link}) | {' / '.join(f'{p:g}' for p in passes)} | "
+            f"{' / '.join(f'{c:.2f}' for c in minutes)} | {minutes[2] / minutes[0]:.1f}× | "
+            f"{minutes[2] / minutes[1]:.1f}× |")  # fmt: skip
+
+
+COST_HEADER = [
+    "| regime | passes per step: ERM / SAM / TSAM | CPU-min per run: ERM / SAM / TSAM | "
+    "TSAM ÷ ERM | TSAM ÷ SAM |",
+    "|---|---|---|---|---|",
 ]
