@@ -102,28 +102,43 @@ SUMMARY_HEADER = [
 ]
 
 
+def _costed(run: dict) -> bool:
+    """The run recorded what it cost on a CPU (a GPU run's CPU time says nothing)."""
+    return (run.get("device", "cpu") == "cpu" and bool(run.get("cpu_time"))
+            and bool(run.get("steps")) and run.get("closure_calls") is not None)  # fmt: skip
+
+
 def cost_row(view: StudyView, link: str) -> str | None:
-    """``| regime | passes per step: ERM / SAM / TSAM | CPU-min per run: ERM / SAM / TSAM |
-    TSAM ÷ ERM | TSAM ÷ SAM |`` over the final selections' report runs; None unless every
-    method has runs that recorded their cost.
+    """``| regime | passes per step: ERM / SAM / TSAM | CPU-s per run: ERM / SAM / TSAM |
+    TSAM ÷ ERM | TSAM ÷ SAM |`` over the final selections' runs on the report seeds that every
+    method ran on a CPU with its cost recorded (``n = k`` when fewer than the report seeds);
+    None without such a seed.
 
     A pass is one forward-backward of a batch (``closure_calls / steps``: hardware-free);
-    CPU minutes are the process CPU time of a single-threaded run (``--threads 1``), which a
-    second process on another core barely moves.  The ratios divide the mean CPU minutes."""
-    passes, minutes = [], []
-    for m in ("erm", "sam", "tsam"):
-        runs = [r for r in view.final.get(m, {}).values() if r.get("cpu_time") and r.get("steps")]
-        if not runs:
-            return None
+    CPU seconds are the process CPU time of a run (the studies run single-threaded,
+    ``--threads 1``, where a second process on another core barely moves it).  The ratios
+    divide the mean CPU seconds."""
+    methods = ("erm", "sam", "tsam")
+    costed = {m: {s for s, r in view.final.get(m, {}).items() if _costed(r)} for m in methods}
+    seeds = sorted(set.intersection(*costed.values()))
+    if not seeds:
+        return None
+    passes, seconds = [], []
+    for m in methods:
+        runs = [view.final[m][s] for s in seeds]
         passes.append(statistics.fmean(r["closure_calls"] / r["steps"] for r in runs))
-        minutes.append(statistics.fmean(r["cpu_time"] / 60 for r in runs))
-    return (f"| [{view.config.name}]({link}) | {' / '.join(f'{p:g}' for p in passes)} | "
-            f"{' / '.join(f'{c:.2f}' for c in minutes)} | {minutes[2] / minutes[0]:.1f}× | "
-            f"{minutes[2] / minutes[1]:.1f}× |")  # fmt: skip
+        seconds.append(statistics.fmean(r["cpu_time"] for r in runs))
+    marks = ([] if view.finished else ["still running"]) + (
+        [f"n = {len(seeds)}"] if len(seeds) < len(view.config.seeds) else []
+    )
+    mark = f" ({', '.join(marks)})" if marks else ""
+    return (f"| [{view.config.name}]({link}){mark} | {' / '.join(f'{p:.3g}' for p in passes)} | "
+            f"{' / '.join(f'{c:.3g}' for c in seconds)} | {seconds[2] / seconds[0]:.1f}× | "
+            f"{seconds[2] / seconds[1]:.1f}× |")  # fmt: skip
 
 
 COST_HEADER = [
-    "| regime | passes per step: ERM / SAM / TSAM | CPU-min per run: ERM / SAM / TSAM | "
+    "| regime | passes per step: ERM / SAM / TSAM | CPU-s per run: ERM / SAM / TSAM | "
     "TSAM ÷ ERM | TSAM ÷ SAM |",
     "|---|---|---|---|---|",
 ]
