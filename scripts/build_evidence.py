@@ -48,22 +48,13 @@ def main() -> None:
                     f"(or `scripts/evidence.sh configs/evidence/{stem}.toml`).*\n")  # fmt: skip
         return study_section(views[stem], IMG, f"evidence-{stem}")
 
-    def summary(_: re.Match) -> str:
-        rows = [summary_row(views[s], f"#{s}") for s in stems if s in views]
-        return "\n".join(SUMMARY_HEADER + rows) + "\n"
-
-    def flatness(_: re.Match) -> str:
-        rows = [flatness_row(views[s], f"#{s}") for s in stems if s in views]
-        return "\n".join(FLATNESS_HEADER + [r for r in rows if r is not None]) + "\n"
-
-    def cost(_: re.Match) -> str:
-        rows = [cost_row(views[s], f"#{s}") for s in stems if s in views]
-        return "\n".join(COST_HEADER + [r for r in rows if r is not None]) + "\n"
-
     text = re.sub(r"\{\{study:([\w.-]+)\}\}", section, text)
-    text = re.sub(r"\{\{flatness\}\}", flatness, text)
-    text = re.sub(r"\{\{summary\}\}", summary, text)
-    text = re.sub(r"\{\{cost\}\}", cost, text)
+    tables = {"summary": (SUMMARY_HEADER, summary_row), "flatness": (FLATNESS_HEADER, flatness_row),
+              "cost": (COST_HEADER, cost_row)}  # fmt: skip
+    for placeholder, (header, row) in tables.items():
+        rows = [row(views[s], f"#{s}") for s in stems if s in views]
+        table = "\n".join(header + [r for r in rows if r is not None]) + "\n"
+        text = text.replace("{{" + placeholder + "}}", table)
     PAGE.write_text(text)
     print(f"wrote {PAGE.relative_to(ROOT)} ({len(views)} of {len(stems)} studies)")
 

@@ -11,10 +11,16 @@ from tiltedsam.experiments.study_figures import early_test, final_test
 from tiltedsam.experiments.study_report import NAMES, StudyView, _ms
 
 
+def _regime(view: StudyView, link: str, *marks: str) -> str:
+    """The first cell of every row: the regime's name linked to its section, with
+    ``(still running, ...)`` for a study that has not finished and any other ``marks``."""
+    marks = (() if view.finished else ("still running",)) + marks
+    return f"[{view.config.name}]({link})" + (f" ({', '.join(marks)})" if marks else "")
+
+
 def summary_row(view: StudyView, link: str) -> str:
     """``| regime | ERM final | ERM early | SAM ... | TSAM − ERM early vs early |``."""
-    running = "" if view.finished else " (still running)"
-    cells = [f"[{view.config.name}]({link}){running}"]
+    cells = [_regime(view, link)]
     n = len(view.config.seeds)
     for m in ("erm", "sam", "tsam"):
         for runs, metric in ((view.final, final_test), (view.early, early_test)):
@@ -74,7 +80,7 @@ def flatness_row(view: StudyView, link: str) -> str | None:
         return f"{r:+.2f} (p = {pvalue:.3g}{'' if pvalue < 0.05 else ', n.s.'})"
 
     cells = [
-        f"[{view.config.name}]({link})",
+        _regime(view, link),
         str(len(points)),
         per_method(2, lambda v: f"{v:.3g}"),
         per_method(4, lambda v: f"{100 * v:.2f}"),
@@ -128,11 +134,8 @@ def cost_row(view: StudyView, link: str) -> str | None:
         runs = [view.final[m][s] for s in seeds]
         passes.append(statistics.fmean(r["closure_calls"] / r["steps"] for r in runs))
         seconds.append(statistics.fmean(r["cpu_time"] for r in runs))
-    marks = ([] if view.finished else ["still running"]) + (
-        [f"n = {len(seeds)}"] if len(seeds) < len(view.config.seeds) else []
-    )
-    mark = f" ({', '.join(marks)})" if marks else ""
-    return (f"| [{view.config.name}]({link}){mark} | {' / '.join(f'{p:.3g}' for p in passes)} | "
+    fewer = (f"n = {len(seeds)}",) if len(seeds) < len(view.config.seeds) else ()
+    return (f"| {_regime(view, link, *fewer)} | {' / '.join(f'{p:.3g}' for p in passes)} | "
             f"{' / '.join(f'{c:.3g}' for c in seconds)} | {seconds[2] / seconds[0]:.1f}× | "
             f"{seconds[2] / seconds[1]:.1f}× |")  # fmt: skip
 
