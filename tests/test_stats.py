@@ -40,10 +40,25 @@ def test_interval_covers_the_true_difference_at_its_level():
 def test_degenerate_inputs():
     one = paired_difference([1.0], [0.5])
     assert one.n == 1 and math.isinf(one.low) and "n = 1" in one.describe()
-    same = paired_difference([1.0, 2.0], [0.5, 1.5])
-    assert (same.low, same.high, same.p_value) == (0.5, 0.5, 0.0)
+    zero = paired_difference([1.0, 2.0], [1.0, 2.0])
+    assert (zero.low, zero.high, zero.p_value, zero.significant) == (0.0, 0.0, 1.0, False)
     with pytest.raises(ValueError, match="equal lengths"):
         paired_difference([1.0], [1.0, 2.0])
     assert mean_interval([3.0]) == (3.0, 0.0)
     mean, half = mean_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(scipy_stats.t.ppf(0.975, 2) * 1 / math.sqrt(3))
+
+
+@pytest.mark.parametrize("n", [2, 5, 6, 8])
+def test_equal_differences_fall_back_to_the_exact_sign_test(n):
+    """s_d = 0 makes the t statistic infinite; the sign test's p is scipy's binomial test's, and
+    the interval [d, d] exists only where its coverage 1 - 2^(1-n) reaches 95%."""
+    a = [0.9 + 0.01 * i for i in range(n)]
+    diff = paired_difference(a, [x - 0.5 for x in a])
+    reference = scipy_stats.binomtest(n, n, 0.5).pvalue
+    assert diff.p_value == pytest.approx(reference) and diff.mean == pytest.approx(0.5)
+    assert diff.significant == (reference <= 0.05) == (n >= 6)
+    if diff.significant:
+        assert diff.low == diff.high == diff.mean and "p = " in diff.describe()
+    else:
+        assert "no interval" in diff.describe() and "not significant" in diff.describe()

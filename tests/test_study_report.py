@@ -104,8 +104,8 @@ def test_summary_row_matches_a_hand_computation(tmp_path):
     # TSAM − ERM, both early-stopped: differences 3, 2, 4 points, sd 1
     half = T_975_2 * 1.0 / np.sqrt(3)
     assert row[7] == f"+3.00 [{3 - half:+.2f}, {3 + half:+.2f}]"
-    # TSAM final − ERM early: 13, 13, 13 points: a zero-width interval, significant
-    assert row[8] == "+13.00 [+13.00, +13.00]"
+    # TSAM final − ERM early: 13, 13, 13 points: the sign test (p = 1/4), no 95% interval
+    assert row[8] == "+13.00 (all 3 differences equal: no interval) (n.s.)"
     # TSAM − SAM, final: -2, -2, +4 points
     d = np.array([-2.0, -2.0, 4.0])
     half = T_975_2 * d.std(ddof=1) / np.sqrt(3)

@@ -6,6 +6,13 @@ what the seeds share.  With :math:`\bar d`, the sample standard deviation :math:
 :math:`n` seeds, the interval is :math:`\bar d \pm t_{0.975, n-1}\, s_d/\sqrt n` and the p-value
 is the two-sided paired t-test's (``scipy.stats.ttest_rel``): it is below 0.05 exactly when the
 interval excludes 0.
+
+When every seed moved by exactly the same amount :math:`d \ne 0` (:math:`s_d = 0`) the t-test is
+undefined (an infinite statistic, not evidence).  The test is then the exact two-sided sign test,
+:math:`p = 2^{1-n}`, and the interval the distribution-free one between the smallest and largest
+difference, :math:`[d, d]`, whose coverage is :math:`1 - 2^{1-n}`: reported only when that reaches
+the confidence asked for (:math:`n \ge 6` at 95%); below it there is no interval at that level
+(bounds :math:`\pm\infty`, "not significant").
 """
 
 from __future__ import annotations
@@ -33,13 +40,20 @@ class PairedDifference:
         """The interval excludes 0 (two-sided test at 1 − confidence)."""
         return self.low > 0 or self.high < 0
 
+    def interval(self, scale: float = 100.0) -> str:
+        """``[+0.40, +2.06]``, or why there is none (one pair; too few equal differences)."""
+        if self.n < 2:
+            return "(n = 1, no interval)"
+        if math.isinf(self.low):
+            return f"(all {self.n} differences equal: no interval)"
+        return f"[{scale * self.low:+.2f}, {scale * self.high:+.2f}]"
+
     def describe(self, scale: float = 100.0, unit: str = " pts") -> str:
         """``+1.23 pts [+0.40, +2.06], p = 0.012`` (or ``..., not significant``)."""
         verdict = f"p = {self.p_value:.2g}" if self.significant else "not significant"
         if self.n < 2:
-            return f"{scale * self.mean:+.2f}{unit} (n = 1, no interval)"
-        return (f"{scale * self.mean:+.2f}{unit} [{scale * self.low:+.2f}, {scale * self.high:+.2f}], "
-                f"{verdict}")  # fmt: skip
+            return f"{scale * self.mean:+.2f}{unit} {self.interval(scale)}"
+        return f"{scale * self.mean:+.2f}{unit} {self.interval(scale)}, {verdict}"
 
 
 def paired_difference(
@@ -57,9 +71,13 @@ def paired_difference(
     if n == 1:
         return PairedDifference(1, mean, -math.inf, math.inf, math.nan)
     sd = statistics.stdev(diffs)
-    if sd == 0:  # every seed moved by exactly the same amount
-        p = 1.0 if mean == 0 else 0.0
-        return PairedDifference(n, mean, mean, mean, p)
+    if sd == 0:  # every seed moved by exactly the same amount: the sign test (module docstring)
+        if mean == 0:
+            return PairedDifference(n, mean, 0.0, 0.0, 1.0)
+        p = min(1.0, 2.0 ** (1 - n))
+        if p <= 1 - confidence:
+            return PairedDifference(n, mean, mean, mean, p)
+        return PairedDifference(n, mean, -math.inf, math.inf, p)
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
     p = float(stats.ttest_rel(a, b).pvalue)
     return PairedDifference(n, mean, mean - half, mean + half, p)

@@ -37,7 +37,7 @@ def summary_row(view: StudyView, link: str) -> str:
             d = paired_difference([fa(ra[s]) for s in seeds], [fb(rb[s]) for s in seeds])
             marks = ([] if d.significant else ["n.s."]) + ([f"n = {d.n}"] if d.n < n else [])
             mark = f" ({', '.join(marks)})" if marks else ""
-            cells.append(f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]{mark}")
+            cells.append(f"{100 * d.mean:+.2f} {d.interval()}{mark}")
         else:
             cells.append("–")
     return "| " + " | ".join(cells) + " |"
