@@ -267,3 +267,25 @@ def test_float16_autocast_with_grad_scaler_tracks_float32():
         assert opt.skipped_steps == 0
     assert not torch.equal(finals[False], finals[True])
     assert (finals[False] - finals[True]).norm() < 0.02 * finals[False].norm()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_step_hooks_fire_once_per_step_after_the_parameters_moved(name, float64):
+    """torch's step hooks (an EMA of the weights kept in a post-hook, say) see one step per
+    step: with compute_gradient() then step(), and for a subclass that runs its parent's step
+    (tsam-intermittent) while an instance of the parent exists in the same process."""
+    x, y = make_regression()
+    make(name, make_mlp())  # an instance of every class: torch has wrapped their step
+    make("tsam", make_mlp())
+    model = make_mlp()
+    opt = make(name, model)
+    seen = []
+    opt.register_step_pre_hook(lambda o, a, k: seen.append(("pre", flat(model).clone())))
+    opt.register_step_post_hook(lambda o, a, k: seen.append(("post", flat(model).clone())))
+    before = flat(model).clone()
+    opt.step(closure_for(model, x, y))
+    opt.compute_gradient(closure_for(model, x, y))
+    opt.step()
+    assert [kind for kind, _ in seen] == ["pre", "post", "pre", "post"]
+    assert torch.equal(seen[0][1], before) and not torch.equal(seen[1][1], before)
+    assert not torch.equal(seen[3][1], seen[1][1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 
@@ -49,11 +49,19 @@ def check_tilt(t: object) -> float:
 
 
 def check_int_at_least(name: str, value: object, lower: int) -> int:
-    """An int >= ``lower``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An int >= ``lower`` (any integral type, e.g. ``numpy.int64``, returned as ``int``)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int >= {lower}, got {type(value).__name__} {value!r}")
     if value < lower:
         raise ValueError(f"{name} must be an int >= {lower}, got {value}")
+    return int(value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """True or False, nothing else: ``bool("False")`` is True, so a string from a config file
+    would silently turn an option on."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     return value
 
 

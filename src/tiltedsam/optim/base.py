@@ -118,6 +118,10 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
             return inner(self, closure)
 
         cls.step = step  # type: ignore[method-assign]
+        # torch wraps ``cls.step`` with the step hooks once an instance exists; the passes that
+        # are not the trainer's step (compute_gradient, a subclass running its parent's step)
+        # call this one, so the hooks fire once per step, after the parameters changed.
+        cls._step_without_hooks = step
 
     def __init__(
         self,
@@ -188,7 +192,7 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         """torch's ``add_param_group``, after checking the group's perturbation options (as the
         constructor checks them) and that its parameters are dense and real."""
         index = len(self.param_groups)
-        check_group_options(param_group, index, self.group_checks, self.defaults)
+        check_group_options(param_group, index, self.group_checks, self.defaults, type(self))
         check_dense_real(group_params(param_group), index)
         if not hasattr(self, "base_optimizer"):
             super().add_param_group(param_group)
@@ -270,7 +274,7 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         gradient)."""
         self._defer = True
         try:
-            return self.step(closure)
+            return type(self)._step_without_hooks(self, closure)
         finally:
             self._defer = False
 
@@ -312,8 +316,11 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         ctx.batchnorm.restore()  # 1. BatchNorm: the first pass's statistics
         self.step_count += 1
         losses = policies.reduce_per_rank(ctx, grads, losses)  # 2. distributed
-        finite, reached = policies.check_finite(ctx, grads, losses, self.nonfinite)  # 3. one sync
+        # 3. the one host sync: finite losses, gradient and BatchNorm statistics; reached flags
+        finite, reached, stats_finite = policies.check_finite(ctx, grads, losses, self.nonfinite)
         ctx.scaler.update(torch.tensor(0.0 if finite else 1.0))  # 4. AMP
+        if not (finite and stats_finite):  # no statistics from a skipped step or a NaN pass
+            ctx.batchnorm.rollback()
         if not finite:  # 5. the non-finite policy
             policies.skip_step(ctx.params, self.nonfinite, ctx.scaler.active,
                                self.step_count - 1, losses)  # fmt: skip

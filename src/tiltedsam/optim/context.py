@@ -11,7 +11,8 @@ gets (one per optimizer, reused every step) is all that its own code, the sample
   guarded evaluation every pass of every method goes through.  It clears the gradients, runs the
   closure, counts the call, checks the loss, averages over ranks (``distributed="global"``),
   unscales (GradScaler) and keeps the first pass's BatchNorm statistics; if anything raises, θ
-  and the BatchNorm statistics are restored before the exception leaves;
+  and the BatchNorm statistics are restored (as they were before the step) before the exception
+  leaves;
 * :meth:`grads`, :meth:`restore` (θ back, bit for bit), :meth:`buffer` (a parameter-shaped
   buffer kept across steps) and :meth:`count` (passes made elsewhere, e.g. by ``vmap``).
 
@@ -67,21 +68,42 @@ def batchnorm_buffers(model: nn.Module | None) -> list[Tensor]:
 
 class BatchNormPolicy:
     """``"first"``: the statistics after a step's first pass are kept (snapshotted then, written
-    back at the end of the step or on an exception); ``"every"``: every pass updates them."""
+    back at the end of the step); ``"every"``: every pass updates them.  A step that raises or is
+    skipped, or whose statistics came out non-finite (a pass dropped by ``"skip_sample"``),
+    leaves them as they were before it (:meth:`rollback`)."""
 
     def __init__(self, model: nn.Module | None, mode: str) -> None:
         self.buffers = batchnorm_buffers(model)
         self.mode = mode
         self.snapshot: list[Tensor] | None = None
+        self.before: list[Tensor] | None = None
+
+    def begin(self) -> None:
+        """A step starts: keep the statistics as they are (what :meth:`rollback` writes back)."""
+        self.snapshot = None
+        if self.buffers:
+            self.before = [b.detach().clone() for b in self.buffers]
 
     def after_pass(self, index: int) -> None:
         if index == 0 and self.mode == "first" and self.buffers:
             self.snapshot = [b.detach().clone() for b in self.buffers]
 
     def restore(self) -> None:
+        """The end of a step: the first pass's statistics (``"first"``)."""
         if self.snapshot is not None:
             torch._foreach_copy_(self.buffers, self.snapshot)
             self.snapshot = None
+
+    def rollback(self) -> None:
+        """The statistics as they were when the step began."""
+        if self.before is not None:
+            torch._foreach_copy_(self.buffers, self.before)
+        self.snapshot = None
+
+    def total(self) -> Tensor | None:
+        """The sum of the floating-point statistics (finite iff all are); None without any."""
+        floats = [b for b in self.buffers if b.is_floating_point()]
+        return torch.stack([b.float().sum() for b in floats]).sum() if floats else None
 
 
 class StepContext:
@@ -126,7 +148,7 @@ class StepContext:
         self._checked.clear()
         self._pass = 0
         self._saved = False
-        self.batchnorm.snapshot = None
+        self.batchnorm.begin()
         self.reached = [False] * len(self.params)
         self.reached_reduced = None
         self.scaler.begin()
@@ -219,7 +241,7 @@ class StepContext:
     def _rollback(self) -> None:
         if self._saved:  # a step that never saved θ (ERM) never moved the parameters
             self.restore()
-        self.batchnorm.restore()
+        self.batchnorm.rollback()
 
     def _backward_pass(self, closure: Closure) -> Tensor:
         for p in self.params:

@@ -4,12 +4,16 @@ Every per-group option (``rho``, ``noise_radius``, ``alpha``, ...) is checked wi
 its constructor argument is checked with, whether the group comes from the constructor's list of
 dicts, from ``add_param_group`` or from ``load_state_dict``: ``{"params": ..., "rho": -1}`` is an
 error naming the group, the option and its range (a negative ρ turned the ascent downhill).
+An option the optimizer takes once for all groups (``tilt``, ``num_samples``, ``model``, ...: a
+constructor keyword that is not a group default) is an error in a group, not silently ignored.
 Parameters must be dense and real: the passes take global L2 norms and foreach arithmetic over
 them, which sparse and complex tensors do not support (the error said ``linalg.vector_norm``).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -36,14 +40,40 @@ def group_params(group: dict[str, Any]) -> list[Any]:
     return group.get("params") or []
 
 
+@functools.cache
+def optimizer_wide_options(cls: type) -> frozenset[str]:
+    """The keywords of ``cls``'s constructors (its own and its bases' up to torch's Optimizer):
+    the options a group may set are those of them that are also group defaults."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass in (torch.optim.Optimizer, object):
+            continue
+        names.update(inspect.signature(init).parameters)
+    return frozenset(names - {"self", "params", "base_optimizer_cls", "defaults", "kwargs",
+                              "base_kwargs"})  # fmt: skip
+
+
 def check_group_options(
     group: Mapping[str, Any],
     index: int,
     checks: Mapping[str, GroupCheck],
     defaults: Mapping[str, Any],
+    optimizer: type | None = None,
 ) -> None:
     """Each option of ``checks`` the group sets (or inherits from ``defaults``), checked as
-    ``param_groups[index] option <name>``."""
+    ``param_groups[index] option <name>``; with ``optimizer`` (its class), an option it takes
+    only for all groups at once is an error."""
+    if optimizer is not None:
+        wide = sorted(k for k in group if k in optimizer_wide_options(optimizer)
+                      and k not in defaults)  # fmt: skip
+        if wide:
+            name = optimizer.__name__
+            raise ValueError(
+                f"param_groups[{index}] option(s) {wide}: {name} takes them for all param "
+                f"groups at once, not per group; pass them to the constructor "
+                f"({name}(params, ..., {wide[0]}=...))"
+            )
     for key, check in checks.items():
         if key in group or key in defaults:
             check(f"param_groups[{index}] option {key}", group.get(key, defaults.get(key)))

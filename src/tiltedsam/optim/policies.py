@@ -3,12 +3,13 @@
 ``PerturbationOptimizer._finish_step`` applies them in this order:
 
 1. BatchNorm: the statistics of the step's first pass are written back
-   (``StepContext.batchnorm.restore``);
+   (``StepContext.batchnorm.restore``); those from before the step instead
+   (``batchnorm.rollback``) when the step is skipped or they came out non-finite;
 2. distributed, :func:`reduce_per_rank`: with ``distributed="per_rank"`` the combined gradient,
    the losses and the reached flags are averaged over ranks (one all-reduce);
-3. :func:`check_finite`: whether the losses and the gradient are finite (and, across ranks, which
-   parameters some pass reached): the step's one host synchronisation (none with
-   ``nonfinite="unchecked"`` on one rank);
+3. :func:`check_finite`: whether the losses, the gradient and the BatchNorm statistics are finite
+   (and, across ranks, which parameters some pass reached): the step's one host synchronisation
+   (none with ``nonfinite="unchecked"`` on one rank);
 4. AMP: the GradScaler's scale backs off or grows (``ScalerStep.update``);
 5. the non-finite policy, :func:`skip_step`: raise, or skip the base step and count it;
 6. :func:`clip_`: the combined gradient clipped to ``max_grad_norm``;
@@ -17,8 +18,6 @@
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -41,21 +40,26 @@ def reduce_per_rank(ctx: StepContext, grads: list[Tensor], losses: Tensor) -> Te
 
 def check_finite(
     ctx: StepContext, grads: list[Tensor], losses: Tensor, nonfinite: str
-) -> tuple[bool, list[bool]]:
-    r"""(finite, reached): :math:`\sum_j L_j + \sum_i \lVert g_i\rVert` (plus the scaler's inf
-    count) is finite, and which parameters were reached, fetched together in one host read."""
+) -> tuple[bool, list[bool], bool]:
+    r"""(finite, reached, statistics finite): :math:`\sum_j L_j + \sum_i \lVert g_i\rVert` (plus
+    the scaler's inf count) is finite, which parameters were reached, and whether the BatchNorm
+    statistics the step leaves are finite, fetched together in one host read."""
     scaler = ctx.scaler
-    total = None
+    flags = None  # 1 if the losses and the gradient are finite, + 2 if the statistics are
     if nonfinite != "unchecked" or scaler.active:
         total = losses.sum().float() + torch.stack(norms(grads)).float().sum()
         if scaler.found_inf is not None:
             total = total + scaler.found_inf.sum()
-    if ctx.reached_reduced is not None:
-        head = [] if total is None else [total.reshape(1).to(ctx.reached_reduced)]
-        fetched = torch.cat([*head, ctx.reached_reduced]).tolist()
-        reached = [flag > 0 for flag in fetched[len(head) :]]
-        return (math.isfinite(fetched[0]) if head else True), reached
-    return (bool(torch.isfinite(total)) if total is not None else True), ctx.reached
+        stats = ctx.batchnorm.total() if nonfinite != "unchecked" else None
+        stats_ok = 2.0 if stats is None else 2.0 * torch.isfinite(stats.to(total)).float()
+        flags = (torch.isfinite(total).float() + stats_ok).reshape(1)
+    if ctx.reached_reduced is None:
+        code = 3 if flags is None else int(flags.item())
+        return bool(code & 1), ctx.reached, bool(code & 2)
+    head = [] if flags is None else [flags.to(ctx.reached_reduced)]
+    fetched = torch.cat([*head, ctx.reached_reduced]).tolist()
+    code = int(fetched[0]) if head else 3
+    return bool(code & 1), [flag > 0 for flag in fetched[len(head) :]], bool(code & 2)
 
 
 def skip_step(params: list[Tensor], nonfinite: str, scaler_active: bool, step: int,

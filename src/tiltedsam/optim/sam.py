@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from tiltedsam._tensors import global_norm
-from tiltedsam._validation import check_nonnegative
+from tiltedsam._validation import check_bool, check_nonnegative
 from tiltedsam.optim.base import Closure, PerturbationOptimizer
 from tiltedsam.optim.context import StepContext, checked_loss
 from tiltedsam.optim.groups import option_checks
@@ -66,7 +66,7 @@ class SAM(PerturbationOptimizer):
         super().__init__(
             params,
             base_optimizer_cls,
-            {"rho": rho, "adaptive": bool(adaptive)},
+            {"rho": rho, "adaptive": check_bool("adaptive", adaptive)},
             model=model,
             bn_update=bn_update,
             nonfinite=nonfinite,
@@ -77,7 +77,7 @@ class SAM(PerturbationOptimizer):
         self._between = False  # first_step done, second_step not yet
 
     passes_per_step = 2
-    group_checks = option_checks(rho=check_nonnegative)
+    group_checks = option_checks(rho=check_nonnegative, adaptive=check_bool)
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]

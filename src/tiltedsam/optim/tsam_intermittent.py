@@ -110,7 +110,7 @@ class TSAMIntermittent(TSAM):
         closure = self._require_closure(closure)
         full = not self._correction or self.step_count % self.every == 0
         if full and self.every == 1:
-            return super().step(closure)  # k = 1: TSAM itself (no clean pass is needed)
+            return TSAM._step_without_hooks(self, closure)  # k = 1: TSAM itself (no clean pass)
         ctx = self._begin_step(save_theta=False)
         if full:
             return self._full_step(ctx, closure)
@@ -145,7 +145,7 @@ class TSAMIntermittent(TSAM):
                 f"{loss.item():.6g} or a non-finite gradient; pass nonfinite='skip' to keep the "
                 "last correction on such steps"
             )
-        objective = super().step(closure)  # leaves G (clipped, if asked) in p.grad
+        objective = TSAM._step_without_hooks(self, closure)  # leaves G (clipped) in p.grad
         if clean_ok and self.last_step is not None and self.last_step.took_step:
             v = _orthogonal_part(params, clean)
             if bool(torch.isfinite(global_norm(v))):

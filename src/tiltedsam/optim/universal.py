@@ -92,10 +92,14 @@ class _UniversalSAM(PerturbationOptimizer):
     def _finish(self, ctx: StepContext) -> tuple[list[Tensor], Tensor]:
         raise NotImplementedError
 
+    def _prepare(self, ctx: StepContext) -> None:
+        """Checks of the step's settings before any pass (none by default)."""
+
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
         closure = self._require_closure(closure)
         ctx = self._begin_step()
+        self._prepare(ctx)
         loss0 = ctx.evaluate(closure)
         g0 = ctx.buffer("g0")
         torch._foreach_copy_(g0, ctx.grads())
@@ -199,6 +203,17 @@ class DetSAM(_UniversalSAM):
         scales = [r * h for r, h in zip(ctx.radii("rho"), ctx.radii("half_cube"), strict=True)]
         add_iid_noise(ctx, scales, "cube")
 
+    def _prepare(self, ctx: StepContext) -> None:
+        # d_i is one number for the whole model, so it needs one ρ: the groups' (as they are
+        # now: a schedule or a loaded state may have changed them), never a stale default.
+        radii = set(ctx.radii("rho"))
+        if len(radii) != 1:
+            raise ValueError(
+                f"DetSAM: the score d_i = (L_i - L_0)/rho^2 needs one rho for all param groups, "
+                f"got rho = {sorted(radii)}; give every group the same rho"
+            )
+        self._rho = radii.pop()
+
     def _start(self, ctx: StepContext, loss0: Tensor) -> None:
         # The accumulator with t = 1 on the scores −d_i/2 gives Σ softmax(−d/2)_i (g_i − g0).
         self._acc = TiltedAccumulator(1.0, buffers=ctx.buffer("weighted_diff"))
@@ -206,8 +221,7 @@ class DetSAM(_UniversalSAM):
         self._losses: list[Tensor] = []
 
     def _add(self, loss: Tensor, grads: list[Tensor], g0: list[Tensor], loss0: Tensor) -> None:
-        rho = float(self.defaults["rho"])  # d_i uses the optimizer-level ρ
-        score = -(loss - loss0) / (2 * rho**2)
+        score = -(loss - loss0) / (2 * self._rho**2)
         self._losses.append(loss)
         self._scores.append(score)
         torch._foreach_sub_(grads, g0)
