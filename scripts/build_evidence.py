@@ -9,7 +9,8 @@ yet renders as a line that says so; nothing in the page is typed by hand but the
 
 Runs are not committed: a study whose runs are not on this machine keeps its section and its
 table rows from the committed page (``scripts/page_blocks.py``), rendered by the session that
-ran it.
+ran it.  So a study still running is left out (as if absent) unless ``--partial`` is given: a
+committed partial section would outlive the runs that could complete it.
 """
 
 from __future__ import annotations
@@ -39,14 +40,18 @@ PAGE = ROOT / "docs" / "results-evidence.md"
 IMG = ROOT / "docs" / "img"
 
 
-def main() -> None:
+def main(partial: bool = False) -> None:
     text = TEMPLATE.read_text()
     stems = re.findall(r"\{\{study:([\w.-]+)\}\}", text)
     views = {}
     for stem in stems:
         out = ROOT / "runs" / "study" / stem
         if (out / "study.json").exists():
-            views[stem] = read_study(out)
+            view = read_study(out)
+            if view.finished or partial:
+                views[stem] = view
+            else:
+                print(f"{stem}: still running, left out (--partial renders it)")
 
     kept = {s: b for s, b in committed_blocks(PAGE).items()
             if s in stems and s not in views and not b.startswith("*Not run yet")}  # fmt: skip
@@ -74,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(partial="--partial" in sys.argv[1:])

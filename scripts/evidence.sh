@@ -4,7 +4,8 @@
 # unfinished ones resume from their epoch checkpoint).  Each study writes runs/study/<stem>/.
 #   nohup scripts/evidence.sh configs/evidence/mnist-mlp-noise*.toml > runs/evidence-a.log 2>&1 &
 # WORKERS=2 runs each study in two processes that share its runs (docs/harness.md, "Studies").
-# Then `make results` renders docs/results-evidence.md from what is stored.
+# Then `make results` renders docs/results-evidence.md from what is stored (finished studies;
+# `python scripts/build_evidence.py --partial` shows the running ones too, not for committing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TILTEDSAM=${TILTEDSAM:-.venv/bin/tiltedsam}
