@@ -214,3 +214,54 @@ def test_top5_needs_at_most_30_hvps_at_tol_1e4_on_a_small_cnn():
     print(f"top-5 Lanczos at tol 1e-4: {spectrum.num_hvps} HVPs")
     assert spectrum.num_hvps <= 30
     assert spectrum.eigenvalues == pytest.approx(reference.eigenvalues, rel=1e-4)
+
+
+def test_bn_mode_train_puts_only_the_norm_layers_in_train_mode(float64):
+    """bn_mode="train" is about BatchNorm's batch statistics: dropout stays off, so the
+    measurements are deterministic, the Hessian-vector product symmetric and noise-free flatness
+    at δ = 0 has zero variance; the model's modes come back as they were."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.BatchNorm1d(6), torch.nn.ReLU(),
+                                torch.nn.Dropout(0.5), torch.nn.Linear(6, 3)).double()  # fmt: skip
+    x, y = torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,))
+    batches, loss_fn = [(x, y)], torch.nn.functional.cross_entropy
+    model.train()
+    first = top_eigenvalues(model, loss_fn, batches, k=2, seed=0, bn_mode="train").eigenvalues
+    again = top_eigenvalues(model, loss_fn, batches, k=2, seed=0, bn_mode="train").eigenvalues
+    assert list(first) == list(again)
+    g = torch.Generator().manual_seed(1)
+    n = sum(p.numel() for p in model.parameters())
+    u, v = (
+        torch.randn(n, generator=g, dtype=torch.float64),
+        torch.randn(n, generator=g, dtype=torch.float64),
+    )
+    hu = torch.cat(
+        [
+            h.reshape(-1)
+            for h in hessian_vector_product(
+                model, loss_fn, batches, _split(model, u), bn_mode="train"
+            )
+        ]
+    )
+    hv = torch.cat(
+        [
+            h.reshape(-1)
+            for h in hessian_vector_product(
+                model, loss_fn, batches, _split(model, v), bn_mode="train"
+            )
+        ]
+    )
+    assert torch.allclose(v @ hu, u @ hv, rtol=1e-10, atol=1e-12)
+    flat = noise_flatness(
+        model, loss_fn, batches, deltas=(0.0,), draws=5, tilts=(), bn_mode="train"
+    )
+    assert flat.scales[0].variance == 0 and flat.scales[0].mean == pytest.approx(flat.clean_loss)
+    assert all(m.training for m in model.modules())
+
+
+def _split(model, flat_vector):
+    out, start = [], 0
+    for p in model.parameters():
+        out.append(flat_vector[start : start + p.numel()].view_as(p))
+        start += p.numel()
+    return out

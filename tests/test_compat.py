@@ -31,7 +31,9 @@ def test_self_check_reports_a_broken_internal(monkeypatch):
 # Private names of other libraries: ``obj._x`` on torch/transformers/lightning/accelerate/
 # argparse objects, or imports from their private modules.  ``torch._foreach_*`` kernels are
 # public enough (documented in torch.optim); tiltedsam's own ``self._x`` are ours.
-PRIVATE_MODULE = re.compile(r"\b(?:torch|transformers|lightning|accelerate)(?:\.\w+)*\._[a-z]\w*")
+PRIVATE_MODULE = re.compile(
+    r"\b(?:torch|transformers|lightning|accelerate|nn)(?:\.\w+)*\._[a-zA-Z]\w*"
+)
 PRIVATE_ATTRIBUTE = re.compile(
     r"\b(?:scaler|parser|trainer|storage|encoder|argparse)\._[a-zA-Z]\w*"
 )

@@ -62,3 +62,12 @@ def test_equal_differences_fall_back_to_the_exact_sign_test(n):
         assert diff.low == diff.high == diff.mean and "p = " in diff.describe()
     else:
         assert "no interval" in diff.describe() and "not significant" in diff.describe()
+
+
+def test_differences_equal_up_to_rounding_count_as_equal():
+    """0.697 - 0.687 and 0.888 - 0.878 are 0.01 up to the last bits of a float: the sign test,
+    as for exactly equal differences, never a t statistic of 1e15 (p = 1e-29)."""
+    as_fractions = paired_difference([0.697, 0.888, 0.715], [0.687, 0.878, 0.705])
+    as_counts = paired_difference([697, 888, 715], [687, 878, 705])
+    assert as_fractions.p_value == as_counts.p_value == 0.25
+    assert not as_fractions.significant and "no interval" in as_fractions.describe()

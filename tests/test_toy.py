@@ -102,3 +102,24 @@ def test_objective_is_monotone_in_t_at_fixed_theta(name, theta):
         tilted_objective_1d(name, theta, t, 0.3) for t in [0, 0.5, 1, 2, 5, 20, 100, math.inf]
     ]
     assert all(a <= b + 1e-12 for a, b in itertools.pairwise(values))
+
+
+def test_wavy_is_finite_through_theta_zero():
+    """2 sin(4πθ)/(2θ) → 4π at θ = 0: a window that contains 0 gives finite objectives (the
+    quotient gave NaN there, and the window's max picked it)."""
+    from tiltedsam.toy import TOY_LOSSES
+
+    wavy = TOY_LOSSES["wavy"]
+    thetas = np.array([-1e-3, 0.0, 1e-3, 0.3])
+    direct = np.where(
+        thetas == 0, 4 * np.pi, np.sin(4 * np.pi * thetas) / np.where(thetas == 0, 1, thetas)
+    )
+    assert np.allclose(wavy(thetas), direct + 0.005 * (thetas - 1) ** 2, rtol=1e-12, atol=0)
+    for theta in (0.1, 0.2):
+        values = [tilted_objective_1d("wavy", theta, t, 0.2) for t in (0.0, 1.0, 20.0)]
+        values += [tilted_gradient_1d("wavy", theta, 1.0, 0.2), sam_objective("wavy", theta, 0.2)]
+        assert np.all(np.isfinite(values))
+    assert sam_objective("wavy", 0.1, 0.2) == pytest.approx(4 * np.pi + 0.005, rel=1e-6)
+    th = torch.tensor([0.0, 0.3], dtype=torch.float64, requires_grad=True)
+    torch_loss("wavy")(th).sum().backward()
+    assert torch.isfinite(th.grad).all()

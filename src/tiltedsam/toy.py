@@ -56,7 +56,8 @@ class ToyLoss:
 
 def _wavy(theta):
     theta = np.asarray(theta, dtype=float)
-    return 2.0 * np.sin(4.0 * np.pi * theta) / (2.0 * theta) + 0.005 * (theta - 1.0) ** 2
+    # 2 sin(4πθ)/(2θ) = 4π sinc(4θ) (numpy's sinc(x) = sin(πx)/(πx)): finite at θ = 0 (4π)
+    return 4.0 * np.pi * np.sinc(4.0 * theta) + 0.005 * (theta - 1.0) ** 2
 
 
 def _kink(theta):
@@ -164,5 +165,5 @@ def torch_loss(loss: ToyLoss | str):
 
     name = _loss(loss).name
     if name == "wavy":
-        return lambda th: 2.0 * torch.sin(4.0 * math.pi * th) / (2.0 * th) + 0.005 * (th - 1.0) ** 2
+        return lambda th: 4.0 * math.pi * torch.sinc(4.0 * th) + 0.005 * (th - 1.0) ** 2
     return lambda th: torch.where(th <= 2.0, (th - 1.0).abs() - 0.01, (th - 3.0) ** 2)

@@ -8,21 +8,29 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from tiltedsam._norm_layers import norm_layers
+
 BN_MODES = ("eval", "train")
 
 
 @contextlib.contextmanager
 def preserved(model: nn.Module, mode: str = "eval") -> Iterator[nn.Module]:
-    """Put ``model`` in ``mode`` ("eval" or "train"); restore parameters, buffers and modes after.
+    """Put ``model`` in eval mode, its BatchNorm layers in ``mode`` ("eval" or "train"); restore
+    parameters, buffers and modes after.
 
     ``mode="train"`` makes BatchNorm use batch statistics; the running statistics it updates
-    are written back on exit, so the analysis has no side effect on the model.
+    are written back on exit, so the analysis has no side effect on the model.  Every other
+    module stays in eval mode: dropout in train mode would make the loss random (a Hessian-vector
+    product that is not symmetric, noise in every flatness number, the global RNG consumed).
     """
     if mode not in BN_MODES:
         raise ValueError(f"bn_mode must be one of {BN_MODES}, got {mode!r}")
     modes = [(m, m.training) for m in model.modules()]
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
-    model.train(mode == "train")
+    model.eval()
+    if mode == "train":
+        for module in norm_layers(model, tracking_only=False):
+            module.train()
     try:
         yield model
     finally:

@@ -41,11 +41,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tiltedsam._norm_layers import BATCH_NORM_LAYERS
+
 
 def _bn_modules(model: nn.Module | None) -> list[nn.Module]:
     if model is None:
         return []
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    return [m for m in model.modules() if isinstance(m, BATCH_NORM_LAYERS)]
 
 
 class OfficialTSAMReference:

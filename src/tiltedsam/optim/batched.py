@@ -59,6 +59,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
+from tiltedsam._norm_layers import norm_layers
 from tiltedsam.closures import ModelClosure
 from tiltedsam.compat import torch as torch_compat
 from tiltedsam.optim.context import StepContext
@@ -78,11 +79,7 @@ class BatchedUnsupported(ValueError):
 
 
 def _tracked_norm_modules(model: nn.Module) -> list[nn.Module]:
-    return [
-        m
-        for m in model.modules()
-        if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
-    ]
+    return norm_layers(model)
 
 
 def check_mode(mode: object) -> bool | str:

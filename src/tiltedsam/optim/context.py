@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tiltedsam._norm_layers import norm_layers
 from tiltedsam.optim import _distributed as dist_ops
 from tiltedsam.optim._amp import ScalerStep
 from tiltedsam.optim.groups import check_dense_grads
@@ -53,16 +54,14 @@ def checked_loss(loss: object, expected: str = "the loss tensor") -> Tensor:
 
 
 def batchnorm_buffers(model: nn.Module | None) -> list[Tensor]:
-    """The running statistics of every BatchNorm module of ``model`` that tracks them."""
-    if model is None:
-        return []
+    """The running statistics of every BatchNorm (or InstanceNorm) layer of ``model`` that
+    tracks them."""
     buffers: list[Tensor] = []
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
-                buf = getattr(module, name, None)
-                if buf is not None:
-                    buffers.append(buf)
+    for module in norm_layers(model):
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            buf = getattr(module, name, None)
+            if buf is not None:
+                buffers.append(buf)
     return buffers
 
 
