@@ -37,6 +37,17 @@ PRIVATE_MODULE = re.compile(
 PRIVATE_ATTRIBUTE = re.compile(
     r"\b(?:scaler|parser|trainer|storage|encoder|argparse)\._[a-zA-Z]\w*"
 )
+# ``from torch.nn.modules.batchnorm import _NormBase`` (one name of the import list is enough)
+PRIVATE_IMPORT = re.compile(
+    r"^\s*from\s+(?:torch|transformers|lightning|accelerate)[\w.]*\s+import\s+.*\b(_[a-zA-Z]\w*)"
+)
+
+
+def test_the_patterns_catch_each_way_of_reaching_a_private_name():
+    assert PRIVATE_MODULE.findall("isinstance(m, nn.modules.batchnorm._NormBase)")
+    assert PRIVATE_ATTRIBUTE.findall("scale = scaler._scale")
+    assert PRIVATE_IMPORT.findall("from torch.nn.modules.batchnorm import BatchNorm1d, _NormBase")
+    assert not PRIVATE_IMPORT.findall("from torch.nn import functional as F")
 
 
 def test_no_private_third_party_names_outside_compat():
@@ -46,7 +57,8 @@ def test_no_private_third_party_names_outside_compat():
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
-            for match in PRIVATE_MODULE.findall(code) + PRIVATE_ATTRIBUTE.findall(code):
+            found = PRIVATE_MODULE.findall(code) + PRIVATE_ATTRIBUTE.findall(code)
+            for match in found + PRIVATE_IMPORT.findall(code):
                 if "._foreach_" in match:
                     continue
                 offenders.append(f"{path.relative_to(SRC)}:{number}: {match}")

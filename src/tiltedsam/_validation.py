@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 
@@ -49,12 +49,13 @@ def check_tilt(t: object) -> float:
 
 
 def check_int_at_least(name: str, value: object, lower: int) -> int:
-    """An int >= ``lower`` (any integral type, e.g. ``numpy.int64``, returned as ``int``)."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
+    """A Python int >= ``lower`` (a ``numpy.int64`` is refused, not converted: a config that kept
+    it would key its runs by another value than the same config with an int)."""
+    if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int >= {lower}, got {type(value).__name__} {value!r}")
     if value < lower:
         raise ValueError(f"{name} must be an int >= {lower}, got {value}")
-    return int(value)
+    return value
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -114,3 +114,58 @@ def test_a_good_step_still_keeps_the_first_pass_statistics():
     before = bn.running_mean.clone()
     TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=3, model=model).step(closure)
     assert torch.equal(bn.running_mean, seen[0]) and not torch.equal(bn.running_mean, before)
+
+
+class _ThirdPartyBatchNorm(nn.Module):
+    """A BatchNorm written outside torch (apex's SyncBatchNorm, synchronized-BatchNorm): the
+    public attributes of torch's, not its classes."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.track_running_stats = True
+        self.register_buffer("running_mean", torch.zeros(features, dtype=torch.float64))
+        self.register_buffer("running_var", torch.ones(features, dtype=torch.float64))
+        self.register_buffer("num_batches_tracked", torch.tensor(0))
+
+    def forward(self, x):
+        if self.training:
+            with torch.no_grad():
+                self.running_mean.mul_(0.9).add_(0.1 * x.mean(0))
+                self.num_batches_tracked += 1
+        return x - x.mean(0) if self.training else x - self.running_mean
+
+
+def test_a_third_party_batchnorm_is_updated_once_per_step_and_measured_in_train_mode():
+    from tiltedsam.analysis._model_state import preserved
+
+    x, y = make_regression()
+    model = nn.Sequential(nn.Linear(5, 8), _ThirdPartyBatchNorm(8), nn.Linear(8, 3)).double()
+    opt = create_optimizer("sam", model.parameters(), "sgd", lr=0.1, model=model)
+
+    def closure():
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert int(model[1].num_batches_tracked) == 1  # the first pass only, not both
+    model.eval()
+    with preserved(model, "train"):
+        assert model[1].training and not model[0].training
+
+
+@pytest.mark.parametrize("name", ["sam", "tsam"])
+def test_a_lazy_batchnorm_steps_before_its_first_forward(name):
+    """Its buffers are uninitialised until the first pass: nothing to keep from before it."""
+    x, y = make_regression(dtype=torch.float32)
+    model = nn.Sequential(nn.Linear(5, 8), nn.LazyBatchNorm1d(affine=False), nn.Linear(8, 3))
+    opt = create_optimizer(name, model.parameters(), "sgd", lr=0.1, model=model)
+
+    def closure():
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    opt.step(closure)
+    assert int(model[1].num_batches_tracked) == 2

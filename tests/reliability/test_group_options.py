@@ -1,5 +1,5 @@
 """Param-group options that would be silently wrong: an optimizer-wide option set per group,
-a non-bool ``adaptive``, a DetSAM score with a stale ρ; integral counts of any integer type."""
+a non-bool ``adaptive``, a DetSAM score with a stale ρ."""
 
 import pytest
 import torch
@@ -43,12 +43,6 @@ def test_sam_adaptive_must_be_a_bool(value):
         SAM([{"params": model.parameters(), "adaptive": value}], torch.optim.SGD, lr=0.1)
 
 
-def test_integral_counts_of_any_integer_type_are_accepted():
-    np = pytest.importorskip("numpy")
-    opt = TSAM(params(), torch.optim.SGD, lr=0.1, num_samples=np.int64(3))
-    assert opt.num_samples == 3 and type(opt.num_samples) is int
-
-
 def test_detsam_scores_with_the_groups_rho_not_a_stale_default():
     """d_i = (L_i - L_0)/rho^2 must use the rho the step perturbs with: set per group, by a
     schedule or by a loaded checkpoint, not the constructor's."""
@@ -75,3 +69,16 @@ def test_detsam_scores_with_the_groups_rho_not_a_stale_default():
         ValueError, match=r"DetSAM: .* one rho for all param groups, got rho = \[0.5, 1.0\]"
     ):
         opt.step(closure_for(mixed, x, y))
+
+
+def test_a_base_optimizer_option_that_shares_a_name_is_the_groups_to_set():
+    """tsam-intermittent's constructor takes ``alpha`` (the correction's weight); RMSprop's groups
+    take their own ``alpha``: a group that sets it is RMSprop's business, not an error."""
+    from tiltedsam.optim.tsam_intermittent import TSAMIntermittent
+
+    model = make_mlp(dtype=torch.float32)
+    groups = [{"params": model[0].parameters(), "alpha": 0.9}, {"params": model[2].parameters()}]
+    opt = TSAMIntermittent(groups, torch.optim.RMSprop, lr=0.01, alpha=0.5)
+    assert opt.param_groups[0]["alpha"] == 0.9 and opt.alpha == 0.5
+    with pytest.raises(ValueError, match=r"param_groups\[0\] option\(s\) \['alpha'\]"):
+        TSAMIntermittent(groups, torch.optim.SGD, lr=0.01)

@@ -73,6 +73,7 @@ from tiltedsam.optim.groups import (
     check_dense_real,
     check_group_options,
     group_params,
+    optimizer_wide_options,
     option_checks,
 )
 
@@ -147,6 +148,8 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         overlap = set(defaults) & set(base_kwargs)
         if overlap:
             raise TypeError(f"keyword(s) {sorted(overlap)} given twice")
+        # What a param group may not set (checked as each group enters, from the next line on).
+        self._wide_options = optimizer_wide_options(type(self), base_optimizer_cls)
         super().__init__(params, {**defaults, **base_kwargs})
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         # torch's contract: the groups and the state are the base optimizer's own objects, so
@@ -192,7 +195,8 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         """torch's ``add_param_group``, after checking the group's perturbation options (as the
         constructor checks them) and that its parameters are dense and real."""
         index = len(self.param_groups)
-        check_group_options(param_group, index, self.group_checks, self.defaults, type(self))
+        check_group_options(param_group, index, self.group_checks, self.defaults,
+                            self._wide_options, type(self).__name__)  # fmt: skip
         check_dense_real(group_params(param_group), index)
         if not hasattr(self, "base_optimizer"):
             super().add_param_group(param_group)

@@ -64,7 +64,8 @@ class CheckpointState:
                 for now, saved in zip(current, base["param_groups"], strict=True)
             ]
         for index, group in enumerate(base["param_groups"]):
-            check_group_options(group, index, self.group_checks, self.defaults, type(self))
+            check_group_options(group, index, self.group_checks, self.defaults,
+                                self._wide_options, type(self).__name__)  # fmt: skip
         self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups
         self.state = self.base_optimizer.state

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import is_lazy
 
 from tiltedsam._norm_layers import norm_layers
 from tiltedsam.optim import _distributed as dist_ops
@@ -75,13 +76,14 @@ class BatchNormPolicy:
         self.buffers = batchnorm_buffers(model)
         self.mode = mode
         self.snapshot: list[Tensor] | None = None
-        self.before: list[Tensor] | None = None
+        self.before: list[Tensor | None] | None = None
 
     def begin(self) -> None:
-        """A step starts: keep the statistics as they are (what :meth:`rollback` writes back)."""
+        """A step starts: keep the statistics as they are (what :meth:`rollback` writes back;
+        a lazy layer's buffers before its first forward have nothing to keep: None)."""
         self.snapshot = None
         if self.buffers:
-            self.before = [b.detach().clone() for b in self.buffers]
+            self.before = [None if is_lazy(b) else b.detach().clone() for b in self.buffers]
 
     def after_pass(self, index: int) -> None:
         if index == 0 and self.mode == "first" and self.buffers:
@@ -96,12 +98,14 @@ class BatchNormPolicy:
     def rollback(self) -> None:
         """The statistics as they were when the step began."""
         if self.before is not None:
-            torch._foreach_copy_(self.buffers, self.before)
+            for buffer, saved in zip(self.buffers, self.before, strict=True):
+                if saved is not None and not is_lazy(buffer):
+                    buffer.copy_(saved)
         self.snapshot = None
 
     def total(self) -> Tensor | None:
         """The sum of the floating-point statistics (finite iff all are); None without any."""
-        floats = [b for b in self.buffers if b.is_floating_point()]
+        floats = [b for b in self.buffers if not is_lazy(b) and b.is_floating_point()]
         return torch.stack([b.float().sum() for b in floats]).sum() if floats else None
 
 

@@ -40,18 +40,24 @@ def group_params(group: dict[str, Any]) -> list[Any]:
     return group.get("params") or []
 
 
+def _keywords(function: Any) -> set[str]:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in inspect.signature(function).parameters.values() if p.kind in kinds}
+
+
 @functools.cache
-def optimizer_wide_options(cls: type) -> frozenset[str]:
-    """The keywords of ``cls``'s constructors (its own and its bases' up to torch's Optimizer):
-    the options a group may set are those of them that are also group defaults."""
+def optimizer_wide_options(cls: type, base_cls: type) -> frozenset[str]:
+    """The keywords of ``cls``'s constructors (its own and its bases' up to torch's Optimizer)
+    that the base optimizer ``base_cls`` does not take: a group that sets one of them, and does
+    not have it as a group default, would be ignored."""
     names: set[str] = set()
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None or klass in (torch.optim.Optimizer, object):
             continue
-        names.update(inspect.signature(init).parameters)
-    return frozenset(names - {"self", "params", "base_optimizer_cls", "defaults", "kwargs",
-                              "base_kwargs"})  # fmt: skip
+        names |= _keywords(init)
+    names -= _keywords(base_cls.__init__)  # RMSprop's alpha is the base's, not tsam-intermittent's
+    return frozenset(names - {"self", "params", "base_optimizer_cls", "defaults"})
 
 
 def check_group_options(
@@ -59,21 +65,19 @@ def check_group_options(
     index: int,
     checks: Mapping[str, GroupCheck],
     defaults: Mapping[str, Any],
-    optimizer: type | None = None,
+    wide: frozenset[str] = frozenset(),
+    owner: str = "the optimizer",
 ) -> None:
     """Each option of ``checks`` the group sets (or inherits from ``defaults``), checked as
-    ``param_groups[index] option <name>``; with ``optimizer`` (its class), an option it takes
-    only for all groups at once is an error."""
-    if optimizer is not None:
-        wide = sorted(k for k in group if k in optimizer_wide_options(optimizer)
-                      and k not in defaults)  # fmt: skip
-        if wide:
-            name = optimizer.__name__
-            raise ValueError(
-                f"param_groups[{index}] option(s) {wide}: {name} takes them for all param "
-                f"groups at once, not per group; pass them to the constructor "
-                f"({name}(params, ..., {wide[0]}=...))"
-            )
+    ``param_groups[index] option <name>``; an option of ``wide`` (taken by ``owner`` for all
+    groups at once: :func:`optimizer_wide_options`) that is not a group default is an error."""
+    found = sorted(k for k in group if k in wide and k not in defaults)
+    if found:
+        raise ValueError(
+            f"param_groups[{index}] option(s) {found}: {owner} takes them for all param groups "
+            f"at once, not per group; pass them to the constructor ({owner}(params, ..., "
+            f"{found[0]}=...))"
+        )
     for key, check in checks.items():
         if key in group or key in defaults:
             check(f"param_groups[{index}] option {key}", group.get(key, defaults.get(key)))
