@@ -1,6 +1,7 @@
 """Bad input gets a clear error naming the parameter and its allowed range."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -139,3 +140,14 @@ def test_load_state_dict_rejects_a_foreign_dict():
         opt.load_state_dict([])
     plain = torch.optim.SGD(model.parameters(), lr=0.1).state_dict()
     opt.load_state_dict(plain)  # a plain base-optimizer dict is taken (issue #18)
+
+
+def test_hmc_without_a_sampling_tilt_warns_that_it_ignores_the_loss():
+    """HMC's dynamics are driven by delta*t*L: at the default delta = 0 they are not."""
+    with pytest.warns(UserWarning, match="sampler='hmc' with delta=0"):
+        TSAM(params(), torch.optim.SGD, lr=0.1, sampler="hmc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TSAM(params(), torch.optim.SGD, lr=0.1, sampler="hmc", delta=0.5)
+    with pytest.raises(TypeError, match="mh must be True or False"):
+        HMCSampler(mh="False")

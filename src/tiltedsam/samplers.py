@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from tiltedsam._tensors import global_norm, no_grad
-from tiltedsam._validation import check_choice, check_int_at_least, check_positive
+from tiltedsam._validation import check_bool, check_choice, check_int_at_least, check_positive
 
 if TYPE_CHECKING:
     from tiltedsam.optim.context import Closure, StepContext
@@ -206,7 +206,7 @@ class HMCSampler(Sampler):
         self.steps = check_int_at_least("steps", steps, 1)
         self.step_size = check_positive("step_size", step_size)
         self.sigma = check_positive("sigma", sigma)
-        self.mh = bool(mh)
+        self.mh = check_bool("mh", mh)
         self.proposals = 0
         self.accepted = 0
         self._rng_state: Tensor | None = None

@@ -34,6 +34,7 @@ generator.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -152,6 +153,13 @@ class TSAM(PerturbationOptimizer):
         self.num_samples = check_int_at_least("num_samples", num_samples, 1)
         self.delta = check_unit_interval("delta", delta)
         self.sampler = make_sampler(sampler, noise)
+        if isinstance(self.sampler, HMCSampler) and self.delta == 0.0:
+            warnings.warn(
+                "sampler='hmc' with delta=0: HMC's potential is delta*t*L(theta+eps), so its "
+                "samples ignore the loss (a random kick from a uniform start in the rho-ball); "
+                "set delta in (0, 1], e.g. delta=0.5 (docs/methods/tsam.md)",
+                stacklevel=2,
+            )
         super().__init__(
             params,
             base_optimizer_cls,
