@@ -161,3 +161,32 @@ def test_evaluate_does_not_depend_on_its_batch_size():
         loss, acc = evaluate(model, x, y, batch_size=batch_size)
         assert loss == pytest.approx(ref_loss, rel=1e-5)
         assert acc == ref_acc
+
+
+def test_report_finds_a_grid_point_trained_by_an_earlier_compare(tmp_path, mnist_file):
+    """A run keeps the label of the command that trained it first: the compare's ``erm`` is the
+    sweep's ``erm:lr=0.05`` (0.05 is the config's lr).  ``tiltedsam report`` must count it as
+    that grid point, not drop it and select the other lr."""
+    from tiltedsam.experiments.compare import compare
+    from tiltedsam.experiments.report import write_sweep_report
+
+    config = TrainConfig(model="mlp", epochs=2, batch_size=16, lr=0.05)
+    kw = {"seeds": [0], "config": config, "dataset": "mnist", "data_path": str(mnist_file),
+          "val_size": 20, "out": tmp_path / "sw"}  # fmt: skip
+    compare(["erm"], progress=False, **kw)
+    results = sweep(["erm:lr=0.05/0.01"], **kw)
+    assert len(list((tmp_path / "sw").glob("runs/*/*/summary.json"))) == 2  # one run shared
+    from_sweep = (tmp_path / "sw" / "report.md").read_text()
+    write_sweep_report(tmp_path / "sw")  # what `tiltedsam report DIR` does
+    from_disk = (tmp_path / "sw" / "report.md").read_text()
+    assert "| erm:lr=0.05 | 1 |" in from_disk and "| erm:lr=0.01 | 1 |" in from_disk
+    assert from_disk == from_sweep
+    assert {r["method"] for r in results} == {"erm:lr=0.05", "erm:lr=0.01"}
+
+
+def test_one_grid_point_written_two_ways_is_refused(tmp_path, mnist_file):
+    config = TrainConfig(model="mlp", epochs=1, batch_size=16, lr=0.05)
+    with pytest.raises(ValueError, match=r"grid points 'erm' and 'erm:lr=0.05' are the same"):
+        sweep(["erm", "erm:lr=0.05/0.01"], seeds=[0], config=config, dataset="mnist",
+              data_path=str(mnist_file), val_size=20, out=tmp_path / "sw")  # fmt: skip
+    assert not (tmp_path / "sw").exists()

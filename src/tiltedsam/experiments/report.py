@@ -33,7 +33,7 @@ from tiltedsam.experiments.selection import (
     ordered_labels,
     select_on_validation,
 )
-from tiltedsam.experiments.store import load_runs, run_key
+from tiltedsam.experiments.store import load_runs, point_key, run_key
 from tiltedsam.optim import parse_method
 
 # What every run of a table must hold: a run without one is an error naming its summary file,
@@ -178,6 +178,19 @@ def sweep_settings(root: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _as_grid_points(
+    results: list[dict[str, Any]], settings: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each stored run under the label of its grid point (``sweep.json``'s point keys): a run
+    keeps the label of the command that trained it first (a ``compare`` before the sweep)."""
+    points = settings.get("points") or {}
+    out = []
+    for r in results:
+        label = points.get(point_key(r["config"])) if r.get("config") else None
+        out.append(r if label is None else {**r, "method": label})
+    return out
+
+
 def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = None) -> str:
     """``report.md`` (selected configs and all configs) and PNG plots under ``root``, of
     ``results`` (the runs of a sweep) or of every run stored under ``root``.
@@ -193,7 +206,7 @@ def write_sweep_report(root: str | Path, results: list[dict[str, Any]] | None = 
         results = load_results(root)
         grid = {parse_method(spec).label for spec in settings.get("grid", [])}
         if grid:  # a sweep directory: its points only (not a pruned search trial's runs)
-            kept = [r for r in results if r["method"] in grid]
+            kept = [r for r in _as_grid_points(results, settings) if r["method"] in grid]
             left_out, results = len(results) - len(kept), kept
     if not results:
         raise FileNotFoundError(f"no finished runs under {root}/runs/")

@@ -97,6 +97,17 @@ class RunConfig:
     def directory(self, root: str | Path) -> Path:
         return Path(root) / "runs" / self.method / f"{self.key}-seed{self.seed}"
 
+    @property
+    def point(self) -> str:
+        """The key of the configuration without its seed: the grid point it is a seed of."""
+        return point_key(self.as_dict())
+
+
+def point_key(config: Mapping[str, Any]) -> str:
+    """:func:`run_key` of a stored run configuration (``RunConfig.as_dict``) without its seed:
+    equal for the seeds of one grid point, whatever label the command that trained it used."""
+    return run_key({k: v for k, v in config.items() if k != "seed"})
+
 
 def check_identity(
     path: Path,
@@ -340,6 +351,7 @@ __all__ = [
     "clear_run",
     "full_options",
     "load_runs",
+    "point_key",
     "read_summary",
     "run_key",
     "run_or_load",

@@ -88,6 +88,7 @@ def sweep(
         check_search(search, trials)
     data = DataConfig(dataset=dataset, data_path=data_path, label_noise=label_noise,
                       train_subset=train_subset, val_size=val_size)  # fmt: skip
+    points = grid_points(specs, data, config) if search is None else {}
     identity = data.identity()  # computed once here, checked against every stored run
     own = isinstance(executor, str)
     if own and executor == "local":  # no CUDA here fails before anything is written
@@ -95,7 +96,7 @@ def sweep(
     if own:  # a bad executor option fails before anything is written
         executor = make_executor(executor, workers=workers, **executor_options)
     root = Path(out)
-    _write_settings(root, specs if search is None else [], select_seeds)
+    _write_settings(root, specs if search is None else [], select_seeds, points)
     try:
         done = _run(executor, specs, grid, seeds, select_seeds, search, trials, config, root,
                     data, identity, device, log)  # fmt: skip
@@ -124,7 +125,7 @@ def _run(executor, specs, grid, seeds, select_seeds, search, trials, config, roo
         done, specs = search_grid(grid, first, trials=trials, epochs=config.epochs, root=root,
                                   executor=executor, make=make, sampler=search, log=log,
                                   settings=settings)  # fmt: skip
-        _write_settings(root, specs, select_seeds)
+        _write_settings(root, specs, select_seeds, grid_points(specs, data, config))
     if select_seeds is not None:
         order = [parse_method(spec).label for spec in specs]
         winners = list(select_on_validation(done, order).values())
@@ -132,11 +133,34 @@ def _run(executor, specs, grid, seeds, select_seeds, search, trials, config, roo
     return done
 
 
-def _write_settings(root: Path, specs: Sequence[str], select_seeds: Sequence[int] | None) -> None:
+def grid_points(specs: Sequence[str], data: DataConfig, config: TrainConfig) -> dict[str, str]:
+    """``{point key: label}`` of the grid (:func:`~tiltedsam.experiments.store.point_key`): how
+    ``tiltedsam report`` finds a point's runs, which keep the label of whichever command trained
+    them first.  Two labels of one point (``erm`` and ``erm:lr=0.1`` when 0.1 is the default) are
+    an error: the report would count its runs twice."""
+    from tiltedsam.experiments.compare import run_config
+
+    points: dict[str, str] = {}
+    for spec in specs:
+        method = parse_method(spec)
+        point = run_config(method, 0, data.settings(), config).point
+        if point in points:
+            raise ValueError(
+                f"grid points {points[point]!r} and {method.label!r} are the same configuration "
+                "(the same options once defaults are filled in): list it once"
+            )
+        points[point] = method.label
+    return points
+
+
+def _write_settings(root: Path, specs: Sequence[str], select_seeds: Sequence[int] | None,
+                    points: dict[str, str]) -> None:  # fmt: skip
     """sweep.json: the grid (merged with earlier sweeps into this directory: it orders the
-    report's ties) and the selection seeds."""
-    earlier = [s for s in sweep_settings(root).get("grid", []) if s not in specs]
-    write_json(root / "sweep.json", {"grid": earlier + list(specs), "select_seeds":
+    report's ties), the selection seeds and each point's key."""
+    earlier = sweep_settings(root)
+    grid = [s for s in earlier.get("grid", []) if s not in specs] + list(specs)
+    known = {**earlier.get("points", {}), **points}
+    write_json(root / "sweep.json", {"grid": grid, "points": known, "select_seeds":
                                      list(select_seeds) if select_seeds is not None else None})  # fmt: skip
 
 
