@@ -17,6 +17,8 @@ from tiltedsam.cli_options import (
     floats,
     ints,
     names,
+    nonnegative_float,
+    positive_int,
     seeds,
 )
 from tiltedsam.experiments.checkpoint import CheckpointError
@@ -196,9 +198,9 @@ def build_parser() -> Parser:
     ana.add_argument("root", help="a directory written by 'tiltedsam compare'")
     ana.add_argument("--data-path", default=None,
                      help="where the runs' data set is (default: as when they were trained)")  # fmt: skip
-    ana.add_argument("--subset", type=int, default=1000,
+    ana.add_argument("--subset", type=positive_int, default=1000,
                      help="training examples the measures use (the first N)")  # fmt: skip
-    ana.add_argument("--draws", type=int, default=100,
+    ana.add_argument("--draws", type=positive_int, default=100,
                      help="noise draws per radius δ, and for the TSAM loss")  # fmt: skip
     ana.add_argument("--deltas", type=floats, default=[0.01, 0.02, 0.05],
                      help="comma-separated noise radii δ of the flatness measure")  # fmt: skip
@@ -216,16 +218,17 @@ def build_parser() -> Parser:
     toy = parser.add_command(sub, "toy", help="the paper's 1-D toy figures (Fig. 1, 5, 6) as PNGs")
     toy.add_argument("--out", default="runs/toy",
                      help="output directory: toy_fig1.png, toy_fig5.png, toy_fig6.png, toy.md")  # fmt: skip
-    toy.add_argument("--steps", type=int, default=400, help="optimizer steps of each Fig. 1 run")
+    toy.add_argument("--steps", type=positive_int, default=400,
+                     help="optimizer steps of each Fig. 1 run")  # fmt: skip
     glm = parser.add_command(
         sub, "glm", help="Theorem 1 check: flatness of TSAM minimisers of a GLM vs t"
     )
     glm.add_argument("--out", default="runs/glm", help="output directory: glm.md, glm.png")
     glm.add_argument("--tilts", type=floats, default=[0.0, 1.0, 5.0, 20.0, 100.0],
                      help="comma-separated tilts t, one minimiser each")  # fmt: skip
-    glm.add_argument("--sigma", type=float, default=0.1,
+    glm.add_argument("--sigma", type=nonnegative_float, default=0.1,
                      help="standard deviation of the parameter noise ε")  # fmt: skip
-    glm.add_argument("--draws", type=int, default=64,
+    glm.add_argument("--draws", type=positive_int, default=64,
                      help="fixed noise draws K of the sample-average objective")  # fmt: skip
     glm.add_argument("--seed", type=int, default=0, help="seed of the noise draws")
     bench = parser.add_command(

@@ -104,6 +104,28 @@ def seeds(text: str) -> list[int]:
     return values
 
 
+def positive_int(text: str) -> int:
+    """A count >= 1 (``--steps``, ``--draws``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A number >= 0 (``--sigma``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def names(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 

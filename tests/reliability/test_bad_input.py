@@ -149,6 +149,12 @@ CLI = {
     "seeds_empty": (["compare", "--seeds", ","], r"--seeds must list at least one int >= 0"),
     "seeds_not_ints": (["compare", "--seeds", "a,b"], r"--seeds must be comma-separated ints"),
     "workers_zero": (["sweep", "--workers", "0"], r"workers must be an int >= 1, got 0"),
+    "grid_empty_value": (["sweep", "--grid", "erm", "tsam:tilt=1//5"],
+                         r"grid 'tsam:tilt=1//5': an empty value"),
+    "val_size_not_whole": (["compare", "--val-size", "1.5"], r"argument --val-size: invalid size"),
+    "toy_steps_zero": (["toy", "--steps", "0"], r"argument --steps: must be an int >= 1, got 0"),
+    "glm_draws_zero": (["glm", "--draws", "0"], r"argument --draws: must be an int >= 1, got 0"),
+    "glm_sigma_negative": (["glm", "--sigma", "-1"], r"argument --sigma: must be a finite number >= 0"),
 }  # fmt: skip
 
 

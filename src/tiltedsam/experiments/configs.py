@@ -45,8 +45,11 @@ def option(default: Any, help: str = "", *, choices: Any = None, flag: str | Non
 
 
 def size(text: str) -> int | float:
-    """A count (``500``) or a fraction (``0.1``): values >= 1 are counts."""
+    """A count (``500``) or a fraction (``0.1``): values >= 1 are counts, whole numbers only
+    (``1.5`` is neither, not silently one example)."""
     value = float(text)
+    if value >= 1 and not value.is_integer():
+        raise ValueError(f"a size is a count (an int >= 1) or a fraction in [0, 1), got {text}")
     return int(value) if value >= 1 else value
 
 

@@ -62,7 +62,9 @@ def _grid_values(text: str, entry: str) -> list[str]:
     if depth:
         raise ValueError(f"grid {entry!r}: a '[' without its ']'")
     values.append(current.strip())
-    return [v for v in values if v]
+    if not all(values):  # "tilt=" or "tilt=1//5": a value left out, not silently one fewer
+        raise ValueError(f"grid {entry!r}: an empty value in {text!r}; write key=v1/v2/...")
+    return values
 
 
 def _check_list_options(spec: MethodSpec, entry: str) -> None:
