@@ -198,6 +198,10 @@ def test_cli_data_file_errors_name_the_file(capsys, tmp_path):
 def test_cli_model_that_does_not_fit_the_data(capsys, mnist_file, tmp_path):
     status, err = _cli(capsys, *_mnist_args(mnist_file), "--model", "cnn1d", "--out", str(tmp_path))
     assert status == 2 and "model 'cnn1d' does not fit data set 'mnist'" in err
+    # a BatchNorm model on 1-D data raises ValueError (wrong rank), not RuntimeError
+    status, err = _cli(capsys, "compare", "--model", "resnet8", "--epochs", "1", "--no-progress",
+                       "--out", str(tmp_path / "rn"))  # fmt: skip
+    assert status == 2 and "model 'resnet8' does not fit data set 'mnist1d'" in err
 
 
 CONFIGS = {

@@ -112,7 +112,7 @@ def _check_model_fits_data(model: nn.Module, data: ArrayDataset, name: str) -> N
     try:
         with torch.no_grad():
             out = model(data.x_train[:1])
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:  # BatchNorm raises ValueError on a wrong rank
         raise ValueError(
             f"model {name!r} does not fit data set {data.name!r} (inputs of shape "
             f"{tuple(data.x_train.shape[1:])}): {err}. Pick a model for this data "
