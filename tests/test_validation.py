@@ -151,3 +151,13 @@ def test_hmc_without_a_sampling_tilt_warns_that_it_ignores_the_loss():
         TSAM(params(), torch.optim.SGD, lr=0.1, sampler="hmc", delta=0.5)
     with pytest.raises(TypeError, match="mh must be True or False"):
         HMCSampler(mh="False")
+
+
+def test_a_misspelt_keyword_is_named_with_the_closest_spelling():
+    """Not SGD's "unexpected keyword argument": the wrapper's and the base's options are known."""
+    with pytest.raises(
+        TypeError, match=r"TSAM: unknown keyword\(s\) \['num_sample'\].*'num_samples'"
+    ):
+        TSAM(params(), torch.optim.SGD, lr=0.1, num_sample=3)
+    with pytest.raises(TypeError, match=r"SAM: unknown keyword\(s\) \['momentm'\].*'momentum'"):
+        SAM(params(), torch.optim.SGD, lr=0.1, momentm=0.9)

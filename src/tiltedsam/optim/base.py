@@ -78,6 +78,28 @@ from tiltedsam.optim.groups import (
 )
 
 NONFINITE_POLICIES = ("raise", "skip", "unchecked")
+
+
+def _check_base_keywords(cls: type, base_cls: type, base_kwargs: dict[str, Any]) -> None:
+    """Keywords that neither the optimizer nor its base optimizer takes: named, with the closest
+    spelling (``TSAM(..., num_sample=3)`` would otherwise fail in SGD's constructor)."""
+    import difflib
+    import inspect
+
+    base = inspect.signature(base_cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in base.values()):
+        return  # the base takes anything: its own check applies
+    unknown = sorted(set(base_kwargs) - set(base))
+    if unknown:
+        known = sorted((set(base) | optimizer_wide_options(cls, base_cls)) - {"self", "params"})
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(
+            f"{cls.__name__}: unknown keyword(s) {unknown} (neither {cls.__name__}'s nor "
+            f"{base_cls.__name__}'s){hint}"
+        )
+
+
 BN_POLICIES = ("first", "every")
 
 
@@ -148,6 +170,7 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         overlap = set(defaults) & set(base_kwargs)
         if overlap:
             raise TypeError(f"keyword(s) {sorted(overlap)} given twice")
+        _check_base_keywords(type(self), base_optimizer_cls, base_kwargs)
         # What a param group may not set (checked as each group enters, from the next line on).
         self._wide_options = optimizer_wide_options(type(self), base_optimizer_cls)
         super().__init__(params, {**defaults, **base_kwargs})
