@@ -16,7 +16,7 @@ import sys
 import textwrap
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
@@ -104,26 +104,23 @@ def seeds(text: str) -> list[int]:
     return values
 
 
-def positive_int(text: str) -> int:
-    """A count >= 1 (``--steps``, ``--draws``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an int >= 1, got {value}")
-    return value
+def _bounded(kind: type, wanted: str, ok: Callable[[float], bool]) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` where ``ok`` holds, else an error saying ``wanted``."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    return parse
 
 
-def nonnegative_float(text: str) -> float:
-    """A number >= 0 (``--sigma``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+positive_int = _bounded(int, "an int >= 1", lambda v: v >= 1)  # --steps, --draws
+nonnegative_float = _bounded(float, "a finite number >= 0", lambda v: 0 <= v < float("inf"))
 
 
 def names(text: str) -> list[str]:

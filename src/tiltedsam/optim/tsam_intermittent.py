@@ -128,13 +128,10 @@ class TSAMIntermittent(TSAM):
     def _full_step(self, ctx: Any, closure: Any) -> Tensor:
         """g0 at θ (its BatchNorm update undone: TSAM's passes make the step's one), then a TSAM
         step, then v from G and g0 when both are finite."""
-        bn = ctx.batchnorm.buffers
-        saved = [b.detach().clone() for b in bn]
         try:
             loss = ctx.evaluate(closure)
-        finally:
-            if saved:
-                torch._foreach_copy_(bn, saved)
+        finally:  # the statistics as the step began (kept by the step context)
+            ctx.batchnorm.rollback()
         params = list(ctx.params)
         clean = ctx.buffer("clean")
         torch._foreach_copy_(clean, ctx.grads())
