@@ -6,6 +6,8 @@ take the step a single process would take on the whole batch.  The model is *not
 DistributedDataParallel: the optimizer does the communication.
 """
 
+import gc
+
 import torch
 import torch.distributed as dist
 from torch.nn import functional as F
@@ -37,3 +39,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # Free what main() left in reference cycles now, not during interpreter shutdown: with torch
+    # 2.13's gloo backend, tensors freed at shutdown abort a rank now and then ("terminate called
+    # without an active exception", SIGABRT) after the work is done; also without this library
+    # (a plain SGD loop with all_reduce: 7 of 25 runs under load, 0 of 20 with this line).
+    gc.collect()

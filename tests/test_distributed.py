@@ -23,9 +23,9 @@ def ranks(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(WORKER), str(out)]  # fmt: skip
-    # One retry: gloo's teardown aborted a rank once in a full-suite run (SIGABRT, "terminate
-    # called without an active exception") after both ranks had finished; not reproduced in
-    # 12 standalone runs.  A real failure fails twice.
+    # One retry: gloo's shutdown can abort a rank after the work is done (SIGABRT, "terminate
+    # called without an active exception"; torch's, see docs/howto/ecosystem.md).  The worker
+    # collects garbage before shutdown, which avoids it; a real failure fails twice.
     for _attempt in range(2):
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         if done.returncode == 0:
