@@ -199,8 +199,8 @@ class GlueConfig:
     train_subset: int | None = option(
         None, "use N training examples, a seeded subset (default: all)"
     )
-    group_by_length: bool = option(True, "length-grouped batches (less padding, order still "
-                                   "random); --no-group-by-length: plain random batches")  # fmt: skip
+    group_by_length: bool = option(True, "turn off the default length-grouped batches (less "
+                                   "padding, order still random): plain random batches")  # fmt: skip
 
     def __post_init__(self) -> None:
         check_choice("task", self.task, TASKS)
