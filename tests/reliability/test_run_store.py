@@ -110,3 +110,30 @@ def test_every_file_is_written_by_the_one_atomic_writer():
             if DIRECT_WRITES.search(code):
                 offenders.append(f"{path.relative_to(SRC)}:{number}")
     assert not offenders, "files written outside tiltedsam._files: " + ", ".join(offenders)
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_no_directory(tmp_path):
+    config = RunConfig("erm", full_options("erm", {}, {"lr": 0.1}), 0, {"name": "x"})
+
+    def fails_at_once(directory):
+        raise ValueError("model does not fit")
+
+    with pytest.raises(ValueError, match="does not fit"):
+        run_or_load(tmp_path, config, fails_at_once)
+    assert not config.directory(tmp_path).exists()
+
+    def fails_after_a_checkpoint(directory):
+        (directory / "checkpoint.pt").touch()
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError, match="killed"):
+        run_or_load(tmp_path, config, fails_after_a_checkpoint)
+    kept = {p.name for p in config.directory(tmp_path).iterdir()}
+    assert kept == {"config.json", "checkpoint.pt"}, "what a resume needs must be kept"
+
+
+def test_a_model_that_does_not_fit_the_data_leaves_no_run_behind(tmp_path):
+    with pytest.raises(ValueError, match="does not fit data set"):
+        compare(["erm"], config=TrainConfig(model="cnn2d", epochs=1, batch_size=32),
+                data=tiny_data(), out=tmp_path, progress=False)  # fmt: skip
+    assert list(tmp_path.glob("runs/*/*")) == []

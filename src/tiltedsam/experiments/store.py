@@ -12,7 +12,9 @@ checkpoint) and stored.
 
 A run directory holds ``config.json`` (written first), ``checkpoint.pt`` while it trains,
 ``metrics.jsonl``, ``model.pt`` and ``summary.json`` (written last: a directory holding it is a
-finished run).  Every file is written by :func:`tiltedsam._files.write_atomic`.
+finished run).  Every file is written by :func:`tiltedsam._files.write_atomic`.  A run that
+fails before it writes anything but ``config.json`` (a model that does not fit the data) is
+removed again; one that fails later keeps what its resume needs.
 
 The key holds the data's settings, not what its files hold (a moved file keeps its runs, and
 the keys of stored runs never move).  What the files hold is the run's *data identity*
@@ -220,21 +222,37 @@ def run_or_load(
         if on_wait is not None:
             on_wait(directory)
         claim = claim_run(directory, wait=True)
-    with claim:
-        if rerun:
-            clear_run(directory)
-        else:  # finished by another process meanwhile?
-            stored = read_summary(directory, settings, identity)
-            if stored is not None:
-                return stored["result"]
-            _check_unfinished(directory, identity)
-        recorded = {} if identity is None else {IDENTITY: identity().as_dict()}
-        write_json(directory / "config.json", {**settings, **recorded, "version": __version__})
-        result = train(directory)
-        write_json(directory / "summary.json", {"config": settings, "result": result,
-                                                **recorded, "version": __version__})  # fmt: skip
-        remove_checkpoints(directory / "checkpoint.pt")
+    try:
+        with claim:
+            if rerun:
+                clear_run(directory)
+            else:  # finished by another process meanwhile?
+                stored = read_summary(directory, settings, identity)
+                if stored is not None:
+                    return stored["result"]
+                _check_unfinished(directory, identity)
+            recorded = {} if identity is None else {IDENTITY: identity().as_dict()}
+            write_json(directory / "config.json", {**settings, **recorded, "version": __version__})
+            result = train(directory)
+            write_json(directory / "summary.json", {"config": settings, "result": result,
+                                                    **recorded, "version": __version__})  # fmt: skip
+            remove_checkpoints(directory / "checkpoint.pt")
+    except BaseException:
+        _remove_if_untouched(directory)
+        raise
     return result
+
+
+def _remove_if_untouched(directory: Path) -> None:
+    """After a failed run: remove its directory if training wrote nothing there (a run that
+    failed before its first epoch, e.g. on a model that does not fit the data, leaves no
+    half-made run behind); anything else, a checkpoint or metrics, is kept for the resume."""
+    try:
+        if {p.name for p in directory.iterdir()} <= {"config.json"}:
+            (directory / "config.json").unlink(missing_ok=True)
+            directory.rmdir()  # fails harmlessly if another process claimed it meanwhile
+    except OSError:
+        pass
 
 
 def _once(identity: Callable[[], DataIdentity]) -> Callable[[], DataIdentity]:
@@ -298,13 +316,13 @@ def claim_run(directory: Path, *, wait: bool = False) -> Claim | None:
 
     With ``wait=True``, block until the holder is done.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         return _claim_exclusive(directory, wait)
     path = directory / "claim"
-    while True:
+    while True:  # (re)made each time: a failed holder removes a run directory it left empty
+        directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -326,6 +344,7 @@ def claim_run(directory: Path, *, wait: bool = False) -> Claim | None:
 
 def _claim_exclusive(directory: Path, wait: bool) -> Claim | None:  # pragma: no cover
     """Without ``flock``: an ``O_EXCL`` file; a leftover one must be removed by hand."""
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "claim"
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
