@@ -157,6 +157,34 @@ def test_cross_evaluation_orders_objectives_and_uses_common_noise(float64):
     assert all(torch.equal(before[k], v) for k, v in state_of(a)[0].items())
 
 
+class WithUnusedHead(torch.nn.Module):
+    """An MLP plus a trainable head the loss never uses (an auxiliary head left in)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = make_mlp()
+        self.aux = torch.nn.Linear(3, 2).double()
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_an_unused_parameter_has_zero_curvature_and_no_grad_mode_is_no_obstacle(float64):
+    x, y = make_regression(n=30)
+    model = WithUnusedHead()
+    dense = torch.linalg.eigvalsh(dense_hessian(model.body, x, y)).flip(0)[:2]
+    with torch.no_grad():  # as in an evaluation loop
+        spectrum = top_eigenvalues(model, CE, [(x, y)], k=2, seed=0)
+        table = cross_evaluate({"m": model}, CE, [(x, y)], rho=0.1, tilts=[1.0], draws=20)
+        hv = hessian_vector_product(model, CE, [(x, y)],
+                                    [torch.ones_like(p) for p in model.parameters()])  # fmt: skip
+    assert spectrum.eigenvalues == pytest.approx(dense.tolist(), rel=1e-6, abs=1e-9)
+    assert table["m"]["SAM"] >= table["m"]["ERM"]
+    assert all(torch.count_nonzero(h) == 0 for h in hv[-2:]), "the unused head: H = 0"
+    trace = hutchinson_trace(model, CE, [(x, y)], num_probes=10, seed=0)
+    assert math.isfinite(trace.trace)
+
+
 def test_glm_loss_matches_cross_entropy(float64):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(20, 3, generator=gen, dtype=torch.float64)

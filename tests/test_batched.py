@@ -486,3 +486,44 @@ def test_reached_parameters_follow_the_input_shapes():
     seq, bat = go(False), go(True)
     assert not torch.equal(bat.b.weight, ShapeRouted().b.weight)  # head b did train
     assert same_params(seq, bat)
+
+
+class Tempered(nn.Module):
+    """A 0-dim trainable parameter (a learnable temperature) beside BatchNorm."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.bn = nn.Linear(5, 3).double(), nn.BatchNorm1d(3).double()
+        self.temp = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+        self.fail = fail
+
+    def forward(self, x):
+        if self.fail:
+            raise KeyError("a model that fails for a reason of its own")
+        return self.bn(self.lin(x)) / self.temp
+
+
+@pytest.mark.parametrize("nonfinite", ["raise", "skip_sample"])
+def test_a_zero_dim_parameter_matches_the_sequential_path(nonfinite):
+    def one(batched):
+        model = Tempered()
+        opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=4, seed=7,
+                   batched=batched, model=model, nonfinite=nonfinite)  # fmt: skip
+        for step in range(3):
+            opt.step(make_closure(model, nn.functional.cross_entropy, *data((5,), seed=step)))
+        return model
+
+    assert same_params(one(True), one(False))
+
+
+def test_any_failure_of_the_batched_pass_leaves_statistics_and_noise_as_they_were():
+    model = Tempered(fail=True)
+    opt = TSAM(model.parameters(), torch.optim.SGD, lr=0.1, num_samples=4, batched=True,
+               model=model)  # fmt: skip
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    noise = opt.generator.get_state()
+    with pytest.raises(KeyError, match="reason of its own"):
+        opt.step(make_closure(model, nn.functional.cross_entropy, *data((5,))))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(noise, opt.generator.get_state())

@@ -2,6 +2,7 @@
 clears the gradients itself like every other method); the references are torch.optim's own."""
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -146,6 +147,42 @@ def test_frozen_and_none_grad_parameters_are_left_alone(name):
     assert torch.equal(model[0].bias, frozen)
     assert torch.equal(unused.detach(), torch.linspace(-1, 1, 4, dtype=torch.float64))
     assert unused.grad is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_parameter_frozen_after_training_started_stops_moving(name):
+    # Freeze the first layer after some steps (fine-tuning a head); no zero_grad() is needed
+    # with these optimizers, so its stale gradient must not be applied again.
+    x, y = make_regression()
+    model = make_mlp()
+    opt = create_optimizer(name, model.parameters(), **ACTIVE[name][0], lr=0.1, momentum=0.9)
+    opt.step(closure_for(model, x, y))
+    model[0].requires_grad_(False)
+    frozen = flat(model[0]).clone()
+    for _ in range(3):
+        opt.step(closure_for(model, x, y))
+    assert torch.equal(flat(model[0]), frozen)
+    assert model[0].weight.grad is None
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_of_model_and_optimizer_continues_like_the_original(name, how):
+    x, y = make_regression()
+    model = make_mlp()
+    opt = create_optimizer(name, model.parameters(), **ACTIVE[name][0], lr=0.05, momentum=0.9)
+    for _ in range(2):
+        opt.step(closure_for(model, x, y))
+    if how == "deepcopy":
+        model2, opt2 = copy.deepcopy((model, opt))
+    else:
+        model2, opt2 = pickle.loads(pickle.dumps((model, opt)))
+    assert opt2.param_groups is opt2.base_optimizer.param_groups
+    assert opt2.param_groups[0]["params"][0] is next(model2.parameters())
+    for _ in range(2):
+        opt.step(closure_for(model, x, y))
+        opt2.step(closure_for(model2, x, y))
+    assert torch.equal(flat(model2), flat(model))
 
 
 @pytest.mark.parametrize("name", NAMES)

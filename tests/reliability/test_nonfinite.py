@@ -210,3 +210,19 @@ def test_a_diverging_run_stops_before_checkpointing_nan_parameters(tmp_path):
         train_run(parse_method("erm"), _poisoned_data(), config, 0, progress=False,
                   checkpoint=tmp_path / "c.pt")  # fmt: skip
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_the_error_names_the_parameter_whose_gradient_is_not_finite():
+    x, y = make_regression(dtype=torch.float32)
+    model = make_mlp(dtype=torch.float32)  # Linear(5, 8), Tanh, Linear(8, 3): 4 parameters
+    last_bias = model[2].bias
+
+    def closure():
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        last_bias.grad[1] = math.nan  # the loss stays finite
+        return loss.detach()
+
+    erm = create_optimizer("erm", model.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match=r"first non-finite at parameter 3 .*shape \(3,\)"):
+        erm.step(closure)

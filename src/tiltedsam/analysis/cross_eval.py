@@ -34,8 +34,10 @@ def _loss_and_grad(model, loss_fn, batches, weights, params):
     total = 0.0
     grads = [torch.zeros_like(p) for p in params]
     for (x, y), w in zip(batches, weights, strict=True):
-        loss = loss_fn(model(x), y) * w
-        for g, d in zip(grads, torch.autograd.grad(loss, params), strict=True):
+        with torch.enable_grad():  # works inside no_grad() too
+            loss = loss_fn(model(x), y) * w
+            step = torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True)
+        for g, d in zip(grads, step, strict=True):
             g.add_(d)
         total += float(loss.detach())
     return total, grads

@@ -40,16 +40,18 @@ def hessian_vector_product(
 ) -> list[Tensor]:
     """:math:`Hv` of the batch-size-weighted mean loss, w.r.t. the trainable parameters."""
     batches, weights = batch_weights(batches)
-    with preserved(model, bn_mode):
+    with preserved(model, bn_mode), torch.enable_grad():  # works inside no_grad() too
         params = trainable(model)
         if len(vector) != len(params):
             raise ValueError(f"vector has {len(vector)} tensors, the model {len(params)} trainable")
         out = [torch.zeros_like(p) for p in params]
         for (x, y), w in zip(batches, weights, strict=True):
             loss = loss_fn(model(x), y)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
+            # A trainable parameter the loss does not use (an unused head) has H = 0 there.
+            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True,
+                                        materialize_grads=True)  # fmt: skip
             dot = sum((g * v).sum() for g, v in zip(grads, vector, strict=True))
-            hv = torch.autograd.grad(dot, params)
+            hv = torch.autograd.grad(dot, params, allow_unused=True, materialize_grads=True)
             for o, h in zip(out, hv, strict=True):
                 o.add_(h.detach(), alpha=w)
     return out

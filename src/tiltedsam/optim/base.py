@@ -213,6 +213,13 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         if self.distributed != "off":
             dist_ops.broadcast_params(self._trainable_params(), process_group)
 
+    # ------------------------------------------------------------------ copy and pickle
+    def __getstate__(self) -> dict[str, Any]:
+        """All of it (torch's keeps only defaults, state and param_groups, which would leave a
+        copy without its base optimizer); ``param_groups`` and ``state`` stay the base
+        optimizer's own objects in the copy, as one ``deepcopy``/``pickle`` keeps shared ones."""
+        return self.__dict__.copy()
+
     # ------------------------------------------------------------------ param bookkeeping
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's ``add_param_group``, after checking the group's perturbation options (as the
@@ -349,8 +356,7 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         if not (finite and stats_finite):  # no statistics from a skipped step or a NaN pass
             ctx.batchnorm.rollback()
         if not finite:  # 5. the non-finite policy
-            policies.skip_step(ctx.params, self.nonfinite, ctx.scaler.active,
-                               self.step_count - 1, losses)  # fmt: skip
+            policies.skip_step(ctx, grads, self.nonfinite, self.step_count - 1, losses)
             self.skipped_steps += 1
             if self._defer:  # the trainer's step() that follows takes no step either
                 self._prepared = "skip"

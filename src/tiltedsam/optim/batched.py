@@ -226,10 +226,12 @@ class BatchedPath:
                 _ascend_stacked(ctx, points, grads, s)
                 del grads
             losses, grads = loss(points, buffers)
-        except (RuntimeError, NotImplementedError) as error:
+        except BaseException as error:  # the noise and the buffers as before, whatever failed
             ctx.generator.set_state(rng_state)
             for b, saved in zip(loss.buffers, snapshot, strict=True):
                 b.copy_(saved)
+            if not isinstance(error, (RuntimeError, NotImplementedError)):
+                raise
             first_line = (str(error).splitlines() or [""])[0][:200]
             if isinstance(error, torch.OutOfMemoryError):
                 what = (
@@ -250,7 +252,7 @@ def _ascend_stacked(ctx: StepContext, points: list[Tensor], grads: list[Tensor],
     r""":math:`\theta_j \mathrel{+}= \rho\, g_j/\lVert g_j\rVert` for every sample j at once (the
     per-sample global norm, in float32, float64 for float64 models: a half-precision norm
     overflows)."""
-    squares = [g.flatten(1).double().square().sum(1) for g in grads]
+    squares = [g.reshape(s, -1).double().square().sum(1) for g in grads]  # 0-dim params too
     wide = torch.float64 if grads[0].dtype == torch.float64 else torch.float32
     inv_norm = (torch.stack(squares).sum(0).sqrt() + 1e-12).reciprocal().to(wide)
     for group, _ps, (x_block, g_block) in _paired_blocks(ctx, points, grads):
@@ -365,7 +367,7 @@ def finite_samples(losses: Tensor, stacked: list[Tensor]) -> Tensor:
     dtype = torch.float64 if wide else torch.float32
     total = losses.to(dtype)
     for g in stacked:
-        total = total + torch.linalg.vector_norm(g.flatten(1), dim=1, dtype=dtype)
+        total = total + torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1, dtype=dtype)
     return torch.isfinite(total)
 
 

@@ -138,9 +138,14 @@ class StepContext:
     # ------------------------------------------------------------------ the step's parameters
     def begin(self, param_groups: list[dict[str, Any]], save_theta: bool = True) -> list[Tensor]:
         """Take the trainable parameters of ``param_groups`` for this step and, with
-        ``save_theta``, copy them into :attr:`theta`; returns ``params``."""
+        ``save_theta``, copy them into :attr:`theta`; returns ``params``.  A frozen parameter
+        (``requires_grad=False``) loses any ``grad`` left from before it was frozen, as
+        ``zero_grad()`` would have cleared it: the base optimizer must not apply it again."""
         groups = []
         for group in param_groups:
+            for p in group["params"]:  # frozen after a backward: its stale grad would be applied
+                if not p.requires_grad and p.grad is not None:
+                    p.grad = None
             params = [p for p in group["params"] if p.requires_grad]
             if params:
                 groups.append((group, params))

@@ -62,17 +62,31 @@ def check_finite(
     return bool(code & 1), [flag > 0 for flag in fetched[len(head) :]], bool(code & 2)
 
 
-def skip_step(params: list[Tensor], nonfinite: str, scaler_active: bool, step: int,
+def skip_step(ctx: StepContext, grads: list[Tensor], nonfinite: str, step: int,
               losses: Tensor) -> None:  # fmt: skip
-    """A non-finite step: the gradients are dropped; ``"raise"`` raises (θ is intact), else the
-    caller counts the skip."""
-    for p in params:
+    """A non-finite step: the gradients are dropped; ``"raise"`` raises (θ is intact) naming the
+    first parameter whose combined gradient is non-finite, else the caller counts the skip."""
+    for p in ctx.params:
         p.grad = None
-    if nonfinite == "raise" and not scaler_active:
+    if nonfinite == "raise" and not ctx.scaler.active:
         raise FloatingPointError(
-            f"non-finite loss or gradient at step {step} (perturbed losses {losses.tolist()}); "
-            "parameters were left unchanged. Pass nonfinite='skip' to skip such steps instead."
+            f"non-finite loss or gradient at step {step} (perturbed losses {losses.tolist()}"
+            f"{_first_nonfinite_gradient(ctx, grads)}); parameters were left unchanged. Pass "
+            "nonfinite='skip' to skip such steps instead."
         )
+
+
+def _first_nonfinite_gradient(ctx: StepContext, grads: list[Tensor]) -> str:
+    """Where the combined gradient first is non-finite (the raise path only: a host read per
+    parameter); a NaN at θ also makes every perturbed point, so every loss after it, NaN."""
+    index = 0
+    for group_index, (_group, params) in enumerate(ctx.groups):
+        for p in params:
+            if not bool(torch.isfinite(grads[index]).all()):
+                return (f"; the combined gradient is first non-finite at parameter {index} of "
+                        f"the step (param group {group_index}, shape {tuple(p.shape)})")  # fmt: skip
+            index += 1
+    return "; the gradient is finite"
 
 
 def clip_(grads: list[Tensor], max_norm: float | None) -> None:
