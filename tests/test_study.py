@@ -231,3 +231,30 @@ def test_flatness_settings_of_a_study_are_checked_and_key_the_cache(tmp_path):
     assert stored["settings"] == {**SETTINGS, "subset": 64, "draws": 2, "probes": 2}
     assert is_analyzed(directory, analysis_settings(config.flatness))
     assert not is_analyzed(directory)  # the default settings would compute it again
+
+
+def test_flatness_is_measured_on_a_random_subset_of_class_sorted_data():
+    # CIFAR-10's arrays come sorted by class: the first half of a 2,000-image training set is
+    # classes 0-4 only.  The flatness subset must see every class about as often as the data do.
+    import torch
+
+    from tiltedsam.analysis._model_state import training_subset
+
+    labels = torch.arange(10).repeat_interleave(200)  # 2,000 examples sorted by class
+    index = training_subset(len(labels), 1000, seed=0)
+    counts = torch.bincount(labels[index], minlength=10)
+    assert len(set(index.tolist())) == 1000 and index.tolist() == sorted(index.tolist())
+    assert counts.min() >= 70 and counts.max() <= 130, counts.tolist()  # 100 ± ~4.5 sd
+    assert torch.equal(index, training_subset(len(labels), 1000, seed=0)), "fixed by the seed"
+    assert torch.bincount(labels[training_subset(2000, 1000, draw="first")]).tolist() == [200] * 5
+    with pytest.raises(ValueError, match="subset_draw"):
+        training_subset(2000, 10, draw="stratified")
+
+
+def test_a_measurement_on_the_first_examples_is_not_read_as_a_random_subset_one(tmp_path):
+    from tiltedsam.experiments.study_analysis import SETTINGS, stored_analysis
+
+    legacy = {k: v for k, v in SETTINGS.items() if k != "subset_draw"}  # before the key existed
+    (tmp_path / "analysis.json").write_text(json.dumps({"lambda1": 1.0, "settings": legacy}))
+    assert stored_analysis(tmp_path, SETTINGS) is None
+    assert stored_analysis(tmp_path, {**SETTINGS, "subset_draw": "first"})["lambda1"] == 1.0

@@ -190,16 +190,17 @@ def build_parser() -> Parser:
                      help="a results dir; several 'tiltedsam glue' dirs also get a table across tasks")  # fmt: skip
     ana = parser.add_command(
         sub, "analyze", help="flatness, Hessian spectrum and cross-evaluation of runs",
-        description="Loads the final model of every run under ROOT and measures, on a subset of "
-        "its training data: the loss under Gaussian parameter noise of each relative radius "
-        "δ, the top Hessian eigenvalues, the SAM and TSAM losses around it, and each model on "
-        "the others' data. Writes analysis.md and analysis.json into ROOT.",
+        description="Loads the final model of every run under ROOT and measures, on a fixed "
+        "random subset of its training data: the mean and variance of the loss under Gaussian "
+        "parameter noise ε ~ N(0, δ²I) for each δ, the top Hessian eigenvalues and the trace, "
+        "and each model under the ERM, SAM and TSAM objectives (cross-evaluation, paper "
+        "Table 3). Writes analysis.md, analysis.json and flatness.png into ROOT.",
     )  # fmt: skip
     ana.add_argument("root", help="a directory written by 'tiltedsam compare'")
     ana.add_argument("--data-path", default=None,
                      help="where the runs' data set is (default: as when they were trained)")  # fmt: skip
     ana.add_argument("--subset", type=positive_int, default=1000,
-                     help="training examples the measures use (the first N)")  # fmt: skip
+                     help="training examples the measures use (a fixed random sample of N)")  # fmt: skip
     ana.add_argument("--draws", type=positive_int, default=100,
                      help="noise draws per radius δ, and for the TSAM loss")  # fmt: skip
     ana.add_argument("--deltas", type=floats, default=[0.01, 0.02, 0.05],

@@ -56,3 +56,21 @@ def batch_weights(
     sizes = [len(y) for _, y in batches]
     total = sum(sizes)
     return batches, [n / total for n in sizes]
+
+
+SUBSET_DRAWS = ("random", "first")
+
+
+def training_subset(n: int, size: int, seed: int = 0, draw: str = "random") -> Tensor:
+    """Indices of the ``size`` training examples (of ``n``) that flatness is measured on.
+
+    ``"random"``: a fixed-seed random sample, sorted.  ``"first"``, the first ``size``, is only
+    right when the data are not stored in label order; CIFAR-10's are (classes 0-4 would be the
+    whole subset of half its training set), so it is kept for reading older measurements."""
+    if draw not in SUBSET_DRAWS:
+        raise ValueError(f"subset_draw must be one of {SUBSET_DRAWS}, got {draw!r}")
+    size = min(int(size), n)
+    if draw == "first":
+        return torch.arange(size)
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n, generator=generator)[:size].sort().values

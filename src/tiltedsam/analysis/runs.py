@@ -13,6 +13,7 @@ from torch import nn
 
 from tiltedsam._files import write_atomic
 from tiltedsam._plotting import count, finish, paper_style, wrap
+from tiltedsam.analysis._model_state import training_subset
 from tiltedsam.analysis.cross_eval import cross_evaluate
 from tiltedsam.analysis.flatness import noise_flatness
 from tiltedsam.analysis.hessian import hutchinson_trace, top_eigenvalues
@@ -123,7 +124,8 @@ def analyze_runs(
     runs = find_runs(root, labels)
     if not runs:
         raise FileNotFoundError(f"no finished runs with model.pt under {root}/runs/")
-    x, y = data.x_train[:subset], data.y_train[:subset]
+    index = training_subset(len(data.x_train), subset, seed)  # random: CIFAR is class-sorted
+    x, y = data.x_train[index], data.y_train[index]
     batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     loss_fn = nn.functional.cross_entropy
     per_run: list[dict[str, Any]] = []
@@ -143,7 +145,7 @@ def analyze_runs(
         models[f"{method} seed {run_seed}"] = model
     cross = cross_evaluate(models, loss_fn, batches, rho=rho, tsam_radius=tsam_radius, tilts=tilts,
                            draws=draws, seed=seed)  # fmt: skip
-    setting = {"subset": len(x), "deltas": list(deltas), "draws": draws, "k": k,
+    setting = {"subset": len(x), "subset_draw": "random", "deltas": list(deltas), "draws": draws, "k": k,
                "probes": probes, "rho": rho, "tsam_radius": tsam_radius, "tilts": list(tilts), "seed": seed}  # fmt: skip
     result = {"setting": setting, "runs": per_run, "cross_evaluation": cross}
     write_atomic(root / "analysis.json", json.dumps(result, indent=1))
@@ -192,7 +194,7 @@ def analysis_markdown(result: dict[str, Any]) -> str:
     for r in result["runs"]:
         groups.setdefault(r["method"], []).append(r)
     out = [
-        f"Training subset: first {s['subset']} examples; noise draws {s['draws']} per δ; "
+        f"Training subset: {s['subset']} examples drawn at random (seed {s['seed']}); noise draws {s['draws']} per δ; "
         f"Lanczos k={s['k']} at tol 1e-4 ({statistics.fmean(r['lanczos_hvps'] for r in result['runs']):.0f} "
         f"HVPs on average); Hutchinson probes {s['probes']}; seed {s['seed']}; BN in eval mode. "
         "Mean ± std over the seeds of each method.\n",

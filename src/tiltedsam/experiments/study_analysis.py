@@ -1,6 +1,6 @@
 """Flatness of a study's selected solutions: is the method that generalises also the flatter?
 
-For a finished run: the loss on a fixed training subset (the labels it trained on), the top
+For a finished run: the loss on a fixed random training subset (the labels it trained on), the top
 Hessian eigenvalue λ1 (Lanczos), tr H (Hutchinson), the mean and variance of L(θ+ε) for
 ε ~ N(0, δ²I), and the cross-evaluation of paper Table 3 (the solution's loss under ERM, SAM and
 TSAM objectives, with the same random directions for every solution).  Cached per run as
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from tiltedsam._files import write_json
+from tiltedsam.analysis._model_state import training_subset
 from tiltedsam.analysis.cross_eval import cross_evaluate
 from tiltedsam.analysis.flatness import noise_flatness
 from tiltedsam.analysis.hessian import hutchinson_trace, top_eigenvalues
@@ -24,7 +25,8 @@ from tiltedsam.data.mnist1d import ArrayDataset
 from tiltedsam.models import create_model
 
 SETTINGS: dict[str, Any] = {
-    "subset": 1000,  # first examples of the run's training set
+    "subset": 1000,  # training examples, drawn as subset_draw says
+    "subset_draw": "random",  # a fixed-seed sample (older measurements: "first" examples)
     "deltas": [0.01, 0.02, 0.05],
     "draws": 50,
     "probes": 20,
@@ -47,7 +49,9 @@ def flatness_of(model: nn.Module, data: ArrayDataset, settings: dict[str, Any]) 
 
 
 def _flatness_of(model: nn.Module, data: ArrayDataset, settings: dict[str, Any]) -> dict[str, Any]:
-    x, y = data.x_train[: settings["subset"]], data.y_train[: settings["subset"]]
+    index = training_subset(len(data.x_train), settings["subset"], settings["seed"],
+                            settings.get("subset_draw", "first"))  # fmt: skip
+    x, y = data.x_train[index], data.y_train[index]
     batches = [(x[i : i + 500], y[i : i + 500]) for i in range(0, len(x), 500)]
     loss_fn = nn.functional.cross_entropy
     seed = settings["seed"]
@@ -94,7 +98,9 @@ def stored_analysis(directory: Path, settings: dict[str, Any]) -> dict[str, Any]
         stored = json.loads(cached.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # damaged: computed again
-    return stored if stored.get("settings") == json.loads(json.dumps(settings)) else None
+    # Measurements from before ``subset_draw`` existed took the first examples.
+    recorded = {"subset_draw": "first", **stored.get("settings", {})}
+    return stored if recorded == json.loads(json.dumps(settings)) else None
 
 
 def is_analyzed(directory: Path, settings: dict[str, Any] | None = None) -> bool:

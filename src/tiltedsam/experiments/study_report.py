@@ -263,6 +263,12 @@ def tcurve_table(view: StudyView) -> list[str]:
     return rows
 
 
+def _subset_words(settings: dict[str, Any]) -> str:
+    if settings.get("subset_draw", "first") == "first":
+        return f"first {settings['subset']} training examples"
+    return f"{settings['subset']} training examples drawn at random (seed {settings['seed']})"
+
+
 def flatness_table(view: StudyView) -> list[str]:
     any_run = next(r for runs in view.flatness.values() for r in runs.values())
     s = any_run["settings"]
@@ -270,7 +276,7 @@ def flatness_table(view: StudyView) -> list[str]:
     tilt = f"TSAM t={max(s['tilts']):g}"
     rows = [
         f"Flatness of the final selections (seeds {', '.join(map(str, next(iter(view.flatness.values()))))}; "
-        f"first {s['subset']} training examples, labels as trained on): λ1 by Lanczos, tr H by "
+        f"{_subset_words(s)}, labels as trained on): λ1 by Lanczos, tr H by "
         f"Hutchinson ({s['probes']} probes), E L(θ+ε) for ε ~ N(0, {delta}² I) ({s['draws']} draws), "
         f"and the cross-evaluation losses of paper Table 3 (SAM: ρ = {s['rho']:g}; TSAM: uniform "
         f"ball of radius {s['tsam_radius']:g}).",
