@@ -258,3 +258,27 @@ def test_a_measurement_on_the_first_examples_is_not_read_as_a_random_subset_one(
     (tmp_path / "analysis.json").write_text(json.dumps({"lambda1": 1.0, "settings": legacy}))
     assert stored_analysis(tmp_path, SETTINGS) is None
     assert stored_analysis(tmp_path, {**SETTINGS, "subset_draw": "first"})["lambda1"] == 1.0
+
+
+def test_a_run_that_diverges_keeps_the_epochs_it_finished(tmp_path, monkeypatch):
+    from tiltedsam.experiments import study as study_module
+
+    epochs = [{"epoch": 1, "val_accuracy": 0.4, "test_accuracy": 0.41},
+              {"epoch": 2, "val_accuracy": 0.5, "test_accuracy": 0.52}]  # fmt: skip
+
+    def diverges_in_epoch_3(method, data, config, seed, *, metrics, **kwargs):
+        metrics.write_text("".join(json.dumps(h) + "\n" for h in epochs))
+        raise FloatingPointError("non-finite loss in epoch 3")
+
+    monkeypatch.setattr(study_module, "train_run", diverges_in_epoch_3)
+    study = Study(_config(), tmp_path, log=lambda line: None)
+    result = study.run("erm", {"lr": 0.1}, 1)
+    assert result["diverged"] == "non-finite loss in epoch 3"
+    assert result["history"] == epochs
+    assert study.stored("erm", {"lr": 0.1}, 1) == result
+
+
+@pytest.mark.parametrize("key", ["tcurve_seeds", "flatness_seeds"])
+def test_tcurve_and_flatness_seeds_must_not_be_the_selection_seeds(key):
+    with pytest.raises(ValueError, match=rf"{key} \[0, 1\] include select_seeds \[0\]"):
+        _config(**{key: (0, 1)})

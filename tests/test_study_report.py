@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tiltedsam._files import write_json
+from tiltedsam.experiments.selection import best_val, final_val
 from tiltedsam.experiments.study import STUDY_FILE, Study, StudyConfig
 from tiltedsam.experiments.study_report import read_study, study_section
 from tiltedsam.experiments.study_summary import summary_row
@@ -130,6 +131,27 @@ def test_a_diverged_report_run_is_named_not_silently_dropped(tmp_path):
     assert row[3] == "85.50 ± 0.71 (n = 2)"
     section = study_section(view, tmp_path / "img", "tiny")
     assert "SAM final seed 3; SAM early-stopped seed 3" in section  # named, per delivery
+
+
+def test_a_run_that_diverged_late_is_early_stopped_at_its_best_epoch_before(tmp_path):
+    # SAM seed 3 finished two epochs (best validation at epoch 2, test 0.76 there), then
+    # diverged: no final model, but early stopping would have delivered epoch 2.
+    study = _study(tmp_path)
+    late = {"diverged": "nan at epoch 3", "history": _history([0.1, 0.3], [0.99, 0.76])}
+    for options in (SELECTION["sam"]["final"], SELECTION["sam"]["early"]):
+        _write(study, "sam", options, 3, late)
+    view = read_study(study.out)
+    assert best_val(late) == 0.3 and final_val(late) == -1.0
+    assert set(view.early["sam"]) == {1, 2, 3} and set(view.final["sam"]) == {1, 2}
+    row = _cells(summary_row(view, "#tiny"))
+    assert row[3] == "85.50 ± 0.71 (n = 2)"  # final: seeds 1 and 2
+    assert row[4] == "74.00 ± 2.00"  # early: 72, 74 and 76, seed 3's epoch before divergence
+    section = study_section(view, tmp_path / "img", "tiny")
+    assert "SAM final seed 3" in section and "SAM early-stopped seed 3" not in section
+    assert (
+        "early-stopped at their best epoch before (in the early-stopping means): SAM seed 3"
+        in section
+    )
 
 
 def test_an_unfinished_study_is_marked_in_the_summary(tmp_path):

@@ -170,8 +170,9 @@ def best_epoch(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def best_val(result: dict[str, Any]) -> float:
-    """The best validation accuracy over epochs (-1 for a run that diverged)."""
-    if result.get("diverged"):
+    """The best validation accuracy over epochs: of a run that diverged, over the epochs it
+    finished before (early stopping keeps that checkpoint); -1 if it finished none."""
+    if not result.get("history"):
         return -1.0
     return float(best_epoch(result)["val_accuracy"])
 

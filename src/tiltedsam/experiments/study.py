@@ -34,6 +34,7 @@ order, so every process writes the same ``study.json``.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -128,10 +129,12 @@ class Study:
                                  checkpoint=directory / "checkpoint.pt",
                                  metrics=directory / "metrics.jsonl").to_dict()  # fmt: skip
             except FloatingPointError as err:
-                # A configuration that diverges is a result of the tuning (never selected),
-                # not a reason to stop the study.
+                # A configuration that diverges is a result of the tuning (its final model is
+                # never selected), not a reason to stop the study.  The epochs it finished
+                # before are kept: early stopping would have delivered the best of them.
                 self.log(f"{self.config.name}: {label} seed {seed} diverged")
-                return {"method": label, "seed": seed, "diverged": str(err), "history": []}
+                return {"method": label, "seed": seed, "diverged": str(err),
+                        "history": _epochs_before(directory / "metrics.jsonl")}  # fmt: skip
 
         def waiting(directory: Path) -> None:
             self.log(f"{self.config.name}: {label} seed {seed}: waiting for another process")
@@ -372,3 +375,10 @@ __all__ = [
     "run_key",
     "spec_label",
 ]
+
+
+def _epochs_before(metrics: Path) -> list[dict[str, Any]]:
+    """The epoch records a run wrote before it diverged (its ``metrics.jsonl``)."""
+    if not metrics.exists():
+        return []
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]

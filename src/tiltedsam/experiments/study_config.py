@@ -60,6 +60,13 @@ class StudyConfig:
             check_seeds(self.tcurve_seeds, "tcurve_seeds")
         if self.flatness_seeds:  # () or [] skips the flatness phase
             check_seeds(self.flatness_seeds, "flatness_seeds")
+        for key in ("tcurve_seeds", "flatness_seeds"):
+            chosen_on = set(getattr(self, key) or ()) & set(self.select_seeds)
+            if chosen_on:
+                raise ValueError(
+                    f"{key} {list(getattr(self, key))} include select_seeds {sorted(chosen_on)}: "
+                    "measure on report seeds, not on those the configuration was chosen on"
+                )
         from tiltedsam.experiments.study_analysis import analysis_settings
 
         analysis_settings(self.flatness)  # a bad key or count fails before anything trains

@@ -45,7 +45,9 @@ class StudyView:
     """A study's stored results: ``final[m][seed]`` / ``early[m][seed]`` are the runs of method
     m's two selections on the report seeds, ``tcurve[t][seed]`` TSAM's tilts, ``tuning[m]``
     every tried (options, results on the selection seeds); ``diverged`` the (method, what,
-    seed) of the report runs that diverged, left out of the means and named in the section."""
+    seed) of the report runs that diverged, left out of the means and named in the section;
+    ``stopped_before_divergence`` the (method, seed) whose early-stopped result is the best
+    epoch before the divergence."""
 
     config: StudyConfig
     selection: dict[str, Any]
@@ -58,6 +60,7 @@ class StudyView:
     )
     flatness: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     diverged: list[tuple[str, str, int]] = field(default_factory=list)
+    stopped_before_divergence: list[tuple[str, int]] = field(default_factory=list)
 
 
 def config_from_summary(stored: dict[str, Any]) -> StudyConfig:
@@ -81,6 +84,9 @@ def read_study(out: str | Path) -> StudyView:
         def load(method: str, options: dict[str, Any], seed: int) -> dict[str, Any] | None:
             result = study.stored(method, options, seed)
             if result is not None and result.get("diverged"):
+                if what == "early-stopped" and result.get("history"):
+                    view.stopped_before_divergence.append((method, seed))
+                    return result  # early stopping delivers its best epoch before it diverged
                 view.diverged.append((method, what, seed))
                 return None
             return result
@@ -198,6 +204,13 @@ def study_section(view: StudyView, img_dir: Path, stem: str, img_link: str = "im
             + "; ".join(f"{NAMES.get(m, m)} {what} seed {seed}" for m, what, seed in view.diverged)
             + ".",
         ]
+    if view.stopped_before_divergence:
+        lines += [
+            "",
+            "Diverged later, early-stopped at their best epoch before (in the early-stopping "
+            "means): " + "; ".join(f"{NAMES.get(m, m)} seed {seed}"
+                                   for m, seed in view.stopped_before_divergence) + ".",
+        ]  # fmt: skip
     lines += ["", *paired_table(view), ""]
     curves = img_dir / f"{stem}-curves.png"
     if plot_curves(view, curves):
@@ -323,7 +336,8 @@ def tuning_table(view: StudyView) -> list[str]:
                 if diverged
                 else f"{100 * statistics.fmean(final_val(r) for r in done):.2f}"
             )
-            bv = "–" if diverged else f"{100 * statistics.fmean(best_val(r) for r in done):.2f}"
+            stopped = all(r.get("history") for r in done)  # every seed has an epoch to stop at
+            bv = f"{100 * statistics.fmean(best_val(r) for r in done):.2f}" if stopped else "–"
             rows.append(f"| {NAMES.get(m, m)} | {_label(m, options)} | {fv} | {bv} | "
                         f"{', '.join(marks)} |")  # fmt: skip
     rows += ["", "</details>"]
