@@ -161,3 +161,19 @@ def test_a_misspelt_keyword_is_named_with_the_closest_spelling():
         TSAM(params(), torch.optim.SGD, lr=0.1, num_sample=3)
     with pytest.raises(TypeError, match=r"SAM: unknown keyword\(s\) \['momentm'\].*'momentum'"):
         SAM(params(), torch.optim.SGD, lr=0.1, momentm=0.9)
+
+
+@pytest.mark.parametrize("name,key,bad", [("tsam", "rho", -1.0), ("sam", "rho", -0.1),
+                                          ("tsam", "noise_radius", -2.0), ("pgn", "alpha", 1.5)])  # fmt: skip
+def test_a_group_option_set_out_of_range_after_construction_is_refused_at_the_step(name, key, bad):
+    from tiltedsam.optim import create_optimizer
+
+    x, y = make_regression()
+    model = make_mlp()
+    opt = create_optimizer(name, model.parameters(), lr=0.1)
+    opt.step(closure_for(model, x, y))
+    opt.param_groups[0][key] = bad  # e.g. from a scheduler
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=rf"param_groups\[0\] option {key}"):
+        opt.step(closure_for(model, x, y))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

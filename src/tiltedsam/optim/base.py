@@ -281,6 +281,12 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
                                            self.process_group)  # fmt: skip
                 self._ranks_checked = True
         self._prepared = None  # a step with a closure replaces a pending compute_gradient
+        # Group options are checked again each step: a scheduler or a user may have set them
+        # since (rho = -1 would ascend the wrong way, silently); a few float checks per group.
+        for index, group in enumerate(self.param_groups):
+            for key, check in self.group_checks.items():
+                if key in group:
+                    check(f"param_groups[{index}] option {key}", group[key])
         self.context.begin(self.param_groups, save_theta)
         return self.context
 
