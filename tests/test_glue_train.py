@@ -2,6 +2,7 @@
 command end to end on generated TSVs with a tiny BERT, selection on validation (never dev), and
 bad inputs.  Skipped without the ``text`` extra (transformers)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -132,6 +133,18 @@ def test_regression_run_trains_only_the_top_and_uses_mse(tmp_path, tiny_encoder)
     assert all(torch.equal(a, b) for a, b in zip(frozen, data.encoder.parameters(), strict=True))
     again = train_glue_run(parse_method("tsam:tilt=5,num_samples=2"), data, config, seed=0)
     assert again["dev"] == result["dev"]  # seeded: same run, same numbers
+
+
+@pytest.mark.parametrize("change", [{"trainable_layers": 2}, {"max_length": 16},
+                                    {"split_seed": 3}])  # fmt: skip
+def test_caches_built_for_other_settings_are_refused(tmp_path, tiny_encoder, change):
+    write_task(tmp_path, "STS-B")
+    config = GlueConfig(task="STS-B", epochs=1, batch_size=8, lr=1e-3, warmup=0.0)
+    data = load_glue_data(config, tmp_path, tiny_encoder, log=lambda _: None)
+    other = dataclasses.replace(config, **change)
+    key = next(iter(change))
+    with pytest.raises(ValueError, match=rf"cached with other settings .*{key}"):
+        train_glue_run(parse_method("erm"), data, other, seed=0)
 
 
 def _glue(tmp_path, encoder, out, data="data", *extra):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -99,10 +99,31 @@ class GlueData:
     encoder: nn.Module
     num_labels: int
     cache_seconds: float
+    # The settings the caches were built with (:data:`CACHE_SETTINGS` of the config).
+    built_with: dict[str, Any] = field(default_factory=dict)
 
     @property
     def regression(self) -> bool:
         return TASKS[self.task].regression
+
+    def check_built_for(self, config: Any) -> None:
+        """A ``ValueError`` if ``config`` asks for caches other than these: the cached output
+        of other frozen layers, or of other tokens, would be trained on silently."""
+        differ = [
+            f"{key} {value!r} (config: {getattr(config, key)!r})"
+            for key, value in self.built_with.items()
+            if getattr(config, key) != value
+        ]
+        if differ:
+            raise ValueError(
+                "the GLUE data were cached with other settings than the config's: "
+                + ", ".join(differ) + "; build them with load_glue_data(config, ...)"
+            )
+
+
+# What the caches depend on, recorded in ``GlueData.built_with`` and checked before training.
+CACHE_SETTINGS = ("task", "trainable_layers", "max_length", "train_subset", "val_fraction",
+                  "split_seed")  # fmt: skip
 
 
 def default_glue_root() -> Path:
@@ -171,7 +192,8 @@ def load_glue_data(
     log(f"{config.task}: cached the frozen layers' output of {len(splits['train'])} train / "
         f"{len(splits['val'])} validation / {len(splits['dev'])} dev examples in {seconds:.1f}s")  # fmt: skip
     return GlueData(config.task, splits["train"], splits["val"], splits["dev"], encoder,
-                    num_labels, seconds)  # fmt: skip
+                    num_labels, seconds,
+                    built_with={key: getattr(config, key) for key in CACHE_SETTINGS})  # fmt: skip
 
 
 def batch_order(lengths: Sequence[int], batch_size: int, generator: torch.Generator,

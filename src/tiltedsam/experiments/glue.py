@@ -107,6 +107,7 @@ def train_glue_run(
     from tiltedsam.experiments.progress import progress_bar
     from tiltedsam.optim import PerturbationOptimizer
 
+    data.check_built_for(config)
     torch.manual_seed(seed)
     model = TopLayers(data.encoder, config.trainable_layers, data.num_labels)
     if data.regression:  # start at the mean training score, not 0 (STS-B scores are 0-5)
@@ -225,6 +226,8 @@ def glue_sweep(
                 "select_seeds": list(select_seeds) if select_seeds is not None else None,
                 "encoder": encoder, "config": asdict(config)}  # fmt: skip
     identity = None  # data handed in: not from files
+    if data is not None:
+        data.check_built_for(config)  # before anything is written
     if data is None:  # (before anything is written: a missing task folder leaves no directory)
         data = load_glue_data(config, data_path, encoder_path, log=log)
         root_path = data_path if data_path is not None else default_glue_root()
