@@ -167,22 +167,30 @@ def test_a_parameter_frozen_after_training_started_stops_moving(name):
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+# torch warns the same for a copied (SGD, StepLR): the copy's step() is not the wrapped one
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden")
 def test_a_copy_of_model_and_optimizer_continues_like_the_original(name, how):
     x, y = make_regression()
     model = make_mlp()
     opt = create_optimizer(name, model.parameters(), **ACTIVE[name][0], lr=0.05, momentum=0.9)
     for _ in range(2):
         opt.step(closure_for(model, x, y))
+    # An LR scheduler wraps the instance's step() with a reference to this optimizer: the
+    # copy must get its own, or its step() would drive the original.
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     if how == "deepcopy":
-        model2, opt2 = copy.deepcopy((model, opt))
+        model2, opt2, sched2 = copy.deepcopy((model, opt, sched))
     else:
-        model2, opt2 = pickle.loads(pickle.dumps((model, opt)))
+        model2, opt2, sched2 = pickle.loads(pickle.dumps((model, opt, sched)))
     assert opt2.param_groups is opt2.base_optimizer.param_groups
     assert opt2.param_groups[0]["params"][0] is next(model2.parameters())
     for _ in range(2):
         opt.step(closure_for(model, x, y))
+        sched.step()
         opt2.step(closure_for(model2, x, y))
+        sched2.step()
     assert torch.equal(flat(model2), flat(model))
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] == 0.05 * 0.5**2
 
 
 @pytest.mark.parametrize("name", NAMES)

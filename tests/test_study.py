@@ -282,3 +282,11 @@ def test_a_run_that_diverges_keeps_the_epochs_it_finished(tmp_path, monkeypatch)
 def test_tcurve_and_flatness_seeds_must_not_be_the_selection_seeds(key):
     with pytest.raises(ValueError, match=rf"{key} \[0, 1\] include select_seeds \[0\]"):
         _config(**{key: (0, 1)})
+
+
+@pytest.mark.parametrize("content", ['{"settings": null}', "[1, 2]", '{"lambda1": 1.0}'])
+def test_a_damaged_analysis_file_is_computed_again_not_an_error(tmp_path, content):
+    from tiltedsam.experiments.study_analysis import SETTINGS, stored_analysis
+
+    (tmp_path / "analysis.json").write_text(content)
+    assert stored_analysis(tmp_path, SETTINGS) is None

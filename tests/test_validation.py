@@ -177,3 +177,15 @@ def test_a_group_option_set_out_of_range_after_construction_is_refused_at_the_st
     with pytest.raises(ValueError, match=rf"param_groups\[0\] option {key}"):
         opt.step(closure_for(model, x, y))
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_a_tensor_radius_set_by_a_scheduler_is_accepted():
+    from tiltedsam.optim import create_optimizer
+
+    x, y = make_regression()
+    model = make_mlp()
+    opt = create_optimizer("tsam", model.parameters(), lr=0.1)
+    opt.step(closure_for(model, x, y))
+    opt.param_groups[0]["rho"] = torch.tensor(0.02, dtype=torch.float64)
+    opt.step(closure_for(model, x, y))
+    assert SAM(make_mlp().parameters(), torch.optim.SGD, rho=torch.tensor(0.1), lr=0.1)

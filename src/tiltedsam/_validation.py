@@ -10,6 +10,8 @@ import torch
 
 
 def _real(name: str, value: object) -> float:
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and value.dtype.is_floating_point:
+        value = value.item()  # a 0-dim tensor (a scheduler computing with tensors)
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)

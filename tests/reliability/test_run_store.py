@@ -4,8 +4,11 @@ a damaged summary is named, never trained over; every file goes through the one 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +140,40 @@ def test_a_model_that_does_not_fit_the_data_leaves_no_run_behind(tmp_path):
         compare(["erm"], config=TrainConfig(model="cnn2d", epochs=1, batch_size=32),
                 data=tiny_data(), out=tmp_path, progress=False)  # fmt: skip
     assert list(tmp_path.glob("runs/*/*")) == []
+
+
+def _fails_at_once(root, config, started):
+    def train(directory):
+        started.set()
+        time.sleep(0.03)
+        raise ValueError("model does not fit")
+
+    with contextlib.suppress(ValueError):
+        run_or_load(root, config, train)
+
+
+def _waits_then_trains(root, config, started, results):
+    started.wait()
+    time.sleep(0.005)
+    try:
+        results.put(run_or_load(root, config, lambda directory: {"ok": 1}))
+    except Exception as error:  # reported to the test
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def test_a_waiting_process_takes_over_a_run_whose_holder_failed_at_once(tmp_path):
+    # The holder removes the run directory it left empty; the process waiting on its claim
+    # must then claim a new one, not fail on the vanished directory.
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    outcomes = []
+    for i in range(12):
+        config = RunConfig("erm", full_options("erm", {}, {"lr": 0.1}), i, {"name": "x"})
+        started = context.Event()
+        holder = context.Process(target=_fails_at_once, args=(tmp_path, config, started))
+        waiter = context.Process(target=_waits_then_trains,
+                                 args=(tmp_path, config, started, results))  # fmt: skip
+        holder.start(), waiter.start()
+        holder.join(), waiter.join()
+        outcomes.append(results.get(timeout=30))
+    assert outcomes == [{"ok": 1}] * 12

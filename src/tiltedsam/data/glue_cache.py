@@ -117,7 +117,8 @@ class GlueData:
         if differ:
             raise ValueError(
                 "the GLUE data were cached with other settings than the config's: "
-                + ", ".join(differ) + "; build them with load_glue_data(config, ...)"
+                + ", ".join(differ)
+                + "; build them with load_glue_data(config, ...)"
             )
 
 

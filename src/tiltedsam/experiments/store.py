@@ -322,8 +322,11 @@ def claim_run(directory: Path, *, wait: bool = False) -> Claim | None:
         return _claim_exclusive(directory, wait)
     path = directory / "claim"
     while True:  # (re)made each time: a failed holder removes a run directory it left empty
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        except (FileNotFoundError, FileExistsError):
+            continue  # that removal happened between the two calls: again
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -99,7 +99,9 @@ def stored_analysis(directory: Path, settings: dict[str, Any]) -> dict[str, Any]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None  # damaged: computed again
     # Measurements from before ``subset_draw`` existed took the first examples.
-    recorded = {"subset_draw": "first", **stored.get("settings", {})}
+    if not isinstance(stored, dict) or not isinstance(stored.get("settings"), dict):
+        return None  # damaged: computed again
+    recorded = {"subset_draw": "first", **stored["settings"]}
     return stored if recorded == json.loads(json.dumps(settings)) else None
 
 

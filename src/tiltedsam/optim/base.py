@@ -217,8 +217,19 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         """All of it (torch's keeps only defaults, state and param_groups, which would leave a
         copy without its base optimizer); ``param_groups`` and ``state`` stay the base
-        optimizer's own objects in the copy, as one ``deepcopy``/``pickle`` keeps shared ones."""
-        return self.__dict__.copy()
+        optimizer's own objects in the copy, as one ``deepcopy``/``pickle`` keeps shared ones.
+        As torch does, not the hooks, nor the ``step`` wrapper an LR scheduler installs on the
+        instance (it refers to the original optimizer); torch's ``__setstate__`` makes them new."""
+        if self.process_group is not None:
+            raise TypeError(
+                "an optimizer built with an explicit process_group cannot be copied or pickled "
+                "(a ProcessGroup cannot): build a new one, and load_state_dict() to carry state"
+            )
+        return {
+            key: value
+            for key, value in self.__dict__.items()
+            if key != "step" and not (key.startswith("_optimizer_") and key.endswith("_hooks"))
+        }
 
     # ------------------------------------------------------------------ param bookkeeping
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -283,9 +294,10 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
         self._prepared = None  # a step with a closure replaces a pending compute_gradient
         # Group options are checked again each step: a scheduler or a user may have set them
         # since (rho = -1 would ascend the wrong way, silently); a few float checks per group.
+        # A tensor value is checked on entry only (reading a CUDA tensor would sync the host).
         for index, group in enumerate(self.param_groups):
             for key, check in self.group_checks.items():
-                if key in group:
+                if key in group and not isinstance(group[key], Tensor):
                     check(f"param_groups[{index}] option {key}", group[key])
         self.context.begin(self.param_groups, save_theta)
         return self.context
