@@ -75,6 +75,7 @@ from tiltedsam.optim.groups import (
     group_params,
     optimizer_wide_options,
     option_checks,
+    recheck_group_options,
 )
 
 NONFINITE_POLICIES = ("raise", "skip", "unchecked")
@@ -215,11 +216,8 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
 
     # ------------------------------------------------------------------ copy and pickle
     def __getstate__(self) -> dict[str, Any]:
-        """All of it (torch's keeps only defaults, state and param_groups, which would leave a
-        copy without its base optimizer); ``param_groups`` and ``state`` stay the base
-        optimizer's own objects in the copy, as one ``deepcopy``/``pickle`` keeps shared ones.
-        As torch does, not the hooks, nor the ``step`` wrapper an LR scheduler installs on the
-        instance (it refers to the original optimizer); torch's ``__setstate__`` makes them new."""
+        """All but, as torch, the hooks and an LR scheduler's ``step`` wrapper (it refers to the
+        original); torch's keeps only defaults, state and groups: a copy without its base."""
         if self.process_group is not None:
             raise TypeError(
                 "an optimizer built with an explicit process_group cannot be copied or pickled "
@@ -292,13 +290,7 @@ class PerturbationOptimizer(CheckpointState, torch.optim.Optimizer):
                                            self.process_group)  # fmt: skip
                 self._ranks_checked = True
         self._prepared = None  # a step with a closure replaces a pending compute_gradient
-        # Group options are checked again each step: a scheduler or a user may have set them
-        # since (rho = -1 would ascend the wrong way, silently); a few float checks per group.
-        # A tensor value is checked on entry only (reading a CUDA tensor would sync the host).
-        for index, group in enumerate(self.param_groups):
-            for key, check in self.group_checks.items():
-                if key in group and not isinstance(group[key], Tensor):
-                    check(f"param_groups[{index}] option {key}", group[key])
+        recheck_group_options(self.param_groups, self.group_checks)  # a scheduler may set them
         self.context.begin(self.param_groups, save_theta)
         return self.context
 

@@ -83,6 +83,18 @@ def check_group_options(
             check(f"param_groups[{index}] option {key}", group.get(key, defaults.get(key)))
 
 
+def recheck_group_options(
+    param_groups: list[dict[str, Any]], checks: Mapping[str, GroupCheck]
+) -> None:
+    """The options of ``checks`` each group holds now, checked again at a step: a scheduler or a
+    user may have set them since (rho = -1 would ascend the wrong way, silently).  A tensor
+    value is checked on entry only (reading a CUDA tensor would sync the host every step)."""
+    for index, group in enumerate(param_groups):
+        for key, check in checks.items():
+            if key in group and not isinstance(group[key], Tensor):
+                check(f"param_groups[{index}] option {key}", group[key])
+
+
 def check_dense_real(params: list[Any], index: int) -> None:
     """Every parameter of group ``index`` is a dense (strided), real tensor."""
     for j, p in enumerate(params):
@@ -115,4 +127,4 @@ def check_dense_grads(params: list[Tensor]) -> None:
 
 
 __all__ = ["GroupCheck", "check_dense_grads", "check_dense_real", "check_group_options",
-           "group_params", "option_checks"]  # fmt: skip
+           "group_params", "option_checks", "recheck_group_options"]  # fmt: skip
