@@ -98,6 +98,24 @@ def test_compare_writes_results_and_skips_finished_runs(tmp_path, monkeypatch):
     assert len(calls) == 6, "a changed config is trained again"
 
 
+def test_metrics_csv_columns_hold_their_values_when_stored_and_new_runs_mix(tmp_path):
+    # Runs read back from summary.json have their epoch keys sorted; a run trained in this
+    # process has them in creation order.  Every cell must sit under its own header.
+    config = TrainConfig(model="mlp", epochs=2, batch_size=16, lr=0.05)
+    out = tmp_path / "cmp"
+    compare(["erm"], seeds=[0], config=config, data=tiny_data(), out=out, progress=False)
+    results = compare(["erm"], seeds=[0, 1], config=config, data=tiny_data(), out=out,
+                      progress=False)  # fmt: skip
+    with open(out / "metrics.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = [(r["method"], r["seed"], h) for r in results for h in r["history"]]
+    assert len(rows) == len(expected) == 4
+    for row, (method, seed, epoch) in zip(rows, expected, strict=True):
+        assert (row["method"], int(row["seed"])) == (method, seed)
+        for key, value in epoch.items():
+            assert float(row[key]) == pytest.approx(float(value)), (key, row)
+
+
 def test_same_seed_gives_identical_runs(tmp_path):
     config = TrainConfig(model="mlp", epochs=1, batch_size=16)
     a = compare(

@@ -130,12 +130,15 @@ def write_compare_report(results: list[dict[str, Any]], root: Path, header: str 
     writer.writeheader()
     writer.writerows(results)
     write_atomic(root / "results.csv", handle.getvalue())
+    # Columns by name: a run read back from summary.json has its epoch keys in another order
+    # than one trained in this process (positional rows put values under the wrong header).
+    epoch_fields = list(dict.fromkeys(k for r in results for h in r["history"] for k in h))
     handle = io.StringIO(newline="")
-    rows = csv.writer(handle)
-    rows.writerow(["method", "seed", *results[0]["history"][0].keys()])
+    rows = csv.DictWriter(handle, fieldnames=["method", "seed", *epoch_fields])
+    rows.writeheader()
     for r in results:
         for h in r["history"]:
-            rows.writerow([r["method"], r["seed"], *h.values()])
+            rows.writerow({"method": r["method"], "seed": r["seed"], **h})
     write_atomic(root / "metrics.csv", handle.getvalue())
     plot_accuracy(results, root / "accuracy.png")
     write_atomic(root / "results.json", json.dumps(results, indent=1))
