@@ -88,7 +88,7 @@ def tensors_of(*objects: Any) -> list[Tensor]:
         elif isinstance(obj, torch.optim.Optimizer):
             for state in obj.state.values():
                 visit(state)
-            for name in ("base_optimizer", "_buffers", "_bn_snapshot"):
+            for name in ("base_optimizer", "context", "_buffers", "_bn_snapshot"):
                 visit(getattr(obj, name, None))
             for group in obj.param_groups:
                 visit(group["params"])
@@ -101,6 +101,8 @@ def tensors_of(*objects: Any) -> list[Tensor]:
         elif hasattr(obj, "held_tensors"):
             visit(obj.held_tensors())
             visit(getattr(obj, "base_optimizer", None))
+        elif type(obj).__module__.startswith("tiltedsam.optim."):
+            visit(vars(obj))  # the step context and its policies: the persistent buffers
 
     for obj in objects:
         visit(obj)
