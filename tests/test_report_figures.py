@@ -169,3 +169,13 @@ def test_the_audit_finds_what_the_issue_named():
         ax.set(title="t", xlabel="x", ylabel="y")
         assert any(p.startswith("overlapping tick labels") for p in audit(fig))
         plt.close("all")
+
+
+def test_the_accuracy_range_holds_every_band(tmp_path, figures):
+    # Two seeds at 56% and 66% after epoch 1: the band reaches 61 - 7.07 = 53.9%, below either
+    # run (and above the 30-point zoom floor under the best accuracy, 82%).
+    results = [run("tsam", 0, [0.56, 0.80], val=False), run("tsam", 1, [0.66, 0.82], val=False)]
+    write_compare_report(results, tmp_path)
+    fig, problems = figures["accuracy.png"]
+    low, _ = fig.axes[0].get_ylim()
+    assert low <= 61 - 100 * 0.1 / 2**0.5 and not problems

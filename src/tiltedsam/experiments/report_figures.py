@@ -44,6 +44,7 @@ def plot_accuracy(results: Sequence[dict[str, Any]], path: Path, title: str = ""
     """Test accuracy against the epoch, one line per method: the mean over seeds with a band of
     ± one standard deviation; n per method in the legend."""
     groups = group_by_method(results)
+    lows: list[float] = []  # the lower band edges, so the y-range never cuts a band
     with paper_style() as plt:
         fig, ax = plt.subplots(figsize=(6.4, 4.0))
         for method, runs in groups.items():
@@ -57,13 +58,14 @@ def plot_accuracy(results: Sequence[dict[str, Any]], path: Path, title: str = ""
             if len(runs) > 1:
                 ax.fill_between(epochs[:length], [m - s for m, s in stats],
                                 [m + s for m, s in stats], alpha=0.2, color=line.get_color())  # fmt: skip
+                lows += [m - s for m, s in stats]
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(wrap(title or f"Test accuracy by epoch ({seeds_note(results)})", 64))
         _integer_ticks(ax)
         finite = [100 * h["test_accuracy"] for r in results for h in r["history"]]
         top = max(finite)
-        ax.set_ylim(max(min(finite), top - 30) - 1, min(100, top + 2))
+        ax.set_ylim(max(min(finite + lows), top - 30) - 1, min(100, top + 2))
         _legend(ax, len(groups))
         finish(fig, plt, path)
 
