@@ -34,7 +34,6 @@ order, so every process writes the same ``study.json``.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -57,7 +56,7 @@ from tiltedsam.experiments.store import (
     run_or_load,
 )
 from tiltedsam.experiments.study_config import StudyConfig, load_study_config
-from tiltedsam.experiments.train import check_method, train_run
+from tiltedsam.experiments.train import check_method, read_metrics, train_run
 from tiltedsam.optim import MethodSpec, parse_method
 
 STUDY_FILE = "study.json"
@@ -134,7 +133,7 @@ class Study:
                 # before are kept: early stopping would have delivered the best of them.
                 self.log(f"{self.config.name}: {label} seed {seed} diverged")
                 return {"method": label, "seed": seed, "diverged": str(err),
-                        "history": _epochs_before(directory / "metrics.jsonl")}  # fmt: skip
+                        "history": read_metrics(directory / "metrics.jsonl")}  # fmt: skip
 
         def waiting(directory: Path) -> None:
             self.log(f"{self.config.name}: {label} seed {seed}: waiting for another process")
@@ -375,10 +374,3 @@ __all__ = [
     "run_key",
     "spec_label",
 ]
-
-
-def _epochs_before(metrics: Path) -> list[dict[str, Any]]:
-    """The epoch records a run wrote before it diverged (its ``metrics.jsonl``)."""
-    if not metrics.exists():
-        return []
-    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]

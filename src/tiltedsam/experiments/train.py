@@ -151,11 +151,16 @@ def check_method(method: MethodSpec, config: TrainConfig) -> None:
     check_spec(method, config.base, config.base_kwargs())
 
 
+def read_metrics(metrics: Path | None) -> list[dict[str, Any]]:
+    """The epoch records a metrics file holds (none if there is no file)."""
+    if metrics is None or not metrics.exists():
+        return []
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+
+
 def _metrics_records(metrics: Path | None) -> int:
     """How many epoch records a metrics file holds (0 if there is none)."""
-    if metrics is None or not metrics.exists():
-        return 0
-    return sum(1 for line in metrics.read_text().splitlines() if line.strip())
+    return len(read_metrics(metrics))
 
 
 def train_run(

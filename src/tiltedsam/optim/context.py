@@ -143,10 +143,12 @@ class StepContext:
         ``zero_grad()`` would have cleared it: the base optimizer must not apply it again."""
         groups = []
         for group in param_groups:
-            for p in group["params"]:  # frozen after a backward: its stale grad would be applied
-                if not p.requires_grad and p.grad is not None:
+            params = []
+            for p in group["params"]:
+                if p.requires_grad:
+                    params.append(p)
+                elif p.grad is not None:  # frozen after a backward: not applied again
                     p.grad = None
-            params = [p for p in group["params"] if p.requires_grad]
             if params:
                 groups.append((group, params))
         self.groups = groups

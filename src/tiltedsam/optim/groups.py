@@ -90,9 +90,8 @@ def recheck_group_options(
     user may have set them since (rho = -1 would ascend the wrong way, silently).  A tensor
     value is checked on entry only (reading a CUDA tensor would sync the host every step)."""
     for index, group in enumerate(param_groups):
-        for key, check in checks.items():
-            if key in group and not isinstance(group[key], Tensor):
-                check(f"param_groups[{index}] option {key}", group[key])
+        current = {k: v for k, v in group.items() if k in checks and not isinstance(v, Tensor)}
+        check_group_options(current, index, checks, {})
 
 
 def check_dense_real(params: list[Any], index: int) -> None:
